@@ -1,0 +1,75 @@
+"""Temporal segments as flat arrays, and their pairwise tIoU — the currency of every metric."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmark.data.annotations import Annotations
+
+
+def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """tIoU between every segment of ``a`` [N, 2] and of ``b`` [M, 2] -> [N, M].
+
+    As in the official ActivityNet evaluator, union = (len a + len b - intersection); two
+    zero-length segments at the same point give 0/0, which the official code turns into nan and
+    then counts as a match (nan < threshold is False). We return nan there too, and callers must
+    treat nan as "above every threshold" to stay faithful (documented in evaluation/detection.py).
+    """
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
+    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
+    union = (a[:, None, 1] - a[:, None, 0]) + (b[None, :, 1] - b[None, :, 0]) - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return inter / union
+
+
+@dataclass(frozen=True)
+class SegmentTable:
+    """A flat table of segments: one row per GT instance or prediction."""
+
+    video: np.ndarray  # [N] str
+    t0: np.ndarray  # [N] float64 seconds
+    t1: np.ndarray  # [N] float64 seconds
+    label: np.ndarray  # [N] str
+    score: np.ndarray | None = None  # [N] float64, predictions only
+
+    def __len__(self) -> int:
+        return len(self.video)
+
+    @property
+    def segments(self) -> np.ndarray:
+        return np.stack([self.t0, self.t1], axis=1)
+
+    def select(self, mask: np.ndarray) -> "SegmentTable":
+        return SegmentTable(
+            self.video[mask], self.t0[mask], self.t1[mask], self.label[mask],
+            None if self.score is None else self.score[mask],
+        )
+
+    @classmethod
+    def from_rows(cls, rows, with_score: bool) -> "SegmentTable":
+        """rows: iterable of (video, t0, t1, label[, score])."""
+        rows = list(rows)
+        cols = list(zip(*rows)) if rows else [[]] * (5 if with_score else 4)
+        return cls(
+            np.asarray(cols[0], dtype=object).astype(str) if rows else np.zeros(0, dtype=str),
+            np.asarray(cols[1], dtype=np.float64),
+            np.asarray(cols[2], dtype=np.float64),
+            np.asarray(cols[3], dtype=object).astype(str) if rows else np.zeros(0, dtype=str),
+            np.asarray(cols[4], dtype=np.float64) if with_score else None,
+        )
+
+    @classmethod
+    def ground_truth(cls, annotations: Annotations, subset: str, classes=None, videos=None) -> "SegmentTable":
+        """GT instances of one subset, optionally restricted to a class set and a video set."""
+        classes = None if classes is None else set(classes)
+        videos = None if videos is None else set(videos)
+        rows = [
+            (v.id, i.start, i.end, i.label)
+            for v in annotations.subset(subset)
+            if videos is None or v.id in videos
+            for i in v.instances
+            if classes is None or i.label in classes
+        ]
+        return cls.from_rows(rows, with_score=False)
