@@ -25,8 +25,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmark.errors import InputError
 
-class AnnotationError(ValueError):
+
+class AnnotationError(InputError):
     """A malformed annotation file; the message is one line naming the file (and video)."""
 
 

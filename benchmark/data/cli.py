@@ -1,0 +1,116 @@
+"""Data commands: dataset-info, make-splits, import-splits, synth."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.annotations import FORMATS, load_annotations
+from benchmark.data.splits import REPO_SPLITS, SETTINGS, generate_splits, import_split_lists, write_splits
+
+
+def dataset_info(annotations) -> dict:
+    """Per subset: videos, instances, classes, median instance length as a fraction of duration."""
+    info = {}
+    for subset in annotations.subsets():
+        videos = annotations.subset(subset)
+        fractions = [(i.end - i.start) / v.duration for v in videos if v.duration for i in v.instances]
+        info[subset] = {
+            "videos": len(videos),
+            "instances": sum(len(v.instances) for v in videos),
+            "classes": len({i.label for v in videos for i in v.instances}),
+            "median_length_fraction": float(np.median(fractions)) if fractions else None,
+        }
+    return {"file": annotations.source, "format": annotations.format, "classes": len(annotations.classes),
+            "subsets": info, "warnings": annotations.skipped}
+
+
+def _cmd_dataset_info(args) -> int:
+    info = dataset_info(load_annotations(args.annotations, args.format))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    from tabulate import tabulate
+
+    rows = [[s, d["videos"], d["instances"], d["classes"],
+             "n/a" if d["median_length_fraction"] is None else f"{d['median_length_fraction']:.3f}"]
+            for s, d in info["subsets"].items()]
+    print(f"{info['file']} ({info['format']}, {info['classes']} classes)")
+    print(tabulate(rows, headers=["subset", "videos", "instances", "classes", "median length / duration"],
+                   intfmt=","))
+    for why, n in info["warnings"].items():
+        print(f"note: {n} × {why}")
+    return 0
+
+
+def _ratios(text: str) -> list[float]:
+    return [float(r) for r in text.split(",")]
+
+
+def _cmd_make_splits(args) -> int:
+    classes = load_annotations(args.annotations, args.format).classes
+    for ratio in _ratios(args.ratios):
+        paths = write_splits(generate_splits(args.dataset, classes, ratio, args.n, args.seed), args.out)
+        print(f"{args.dataset} {SETTINGS[ratio]}: {len(paths)} splits -> {paths[0].parent}")
+    return 0
+
+
+def _cmd_import_splits(args) -> int:
+    classes = load_annotations(args.annotations, args.format).classes
+    for ratio in _ratios(args.ratios):
+        splits = import_split_lists(args.lists, args.dataset, classes, ratio)
+        where = ""
+        if args.out:
+            where = f" -> {write_splits(splits, args.out)[0].parent}"
+        print(f"{args.dataset} {SETTINGS[ratio]}: {len(splits)} valid splits "
+              f"({len(splits[0].seen)} seen / {len(splits[0].unseen)} unseen){where}")
+    return 0
+
+
+def _cmd_synth(args) -> int:
+    from dataclasses import replace
+
+    from benchmark.data.synthetic import PROFILES, generate
+
+    overrides = {k: v for k, v in (("classes", args.classes), ("train_videos", args.videos and args.videos * 2 // 3),
+                                   ("val_videos", args.videos and args.videos - args.videos * 2 // 3)) if v}
+    out = generate(args.out, replace(PROFILES[args.profile], seed=args.seed, **overrides))
+    print(f"synthetic benchmark written to {out} (annotations.json, features/, text_encoder/, synthetic.json)")
+    return 0
+
+
+def register(subparsers) -> None:
+    def annotations_args(p):
+        p.add_argument("--annotations", required=True, help="annotation file (ActivityNet, BMN, ActionFormer or G-TAD JSON)")
+        p.add_argument("--format", choices=FORMATS, help="override format auto-detection")
+
+    p = subparsers.add_parser("dataset-info", help="videos, instances and classes per subset of an annotation file")
+    annotations_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=_cmd_dataset_info)
+
+    p = subparsers.add_parser("make-splits", help="generate seeded seen/unseen class splits into splits/")
+    annotations_args(p)
+    p.add_argument("--dataset", required=True, help="dataset name used in the split files, e.g. ActivityNet")
+    p.add_argument("--ratios", default="0.75,0.5", help="seen-class ratios (default 0.75,0.5)")
+    p.add_argument("--n", type=int, default=10, help="splits per ratio (default 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=REPO_SPLITS, help="root folder (default: the repo's splits/)")
+    p.set_defaults(func=_cmd_make_splits)
+
+    p = subparsers.add_parser("import-splits", help="validate published split lists (train_75_test_25/<dataset>/{train,test}/split_i.list)")
+    annotations_args(p)
+    p.add_argument("--lists", required=True, type=Path, help="root holding train_75_test_25/ and train_50_test_50/")
+    p.add_argument("--dataset", required=True, help="folder name in the lists, e.g. ActivityNet or THUMOS14")
+    p.add_argument("--ratios", default="0.75,0.5")
+    p.add_argument("--out", type=Path, help="also write them as split JSON files under this root")
+    p.set_defaults(func=_cmd_import_splits)
+
+    p = subparsers.add_parser("synth", help="generate the ActivityNet-shaped synthetic benchmark in the real formats")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--profile", choices=("smoke", "default", "large"), default="default")
+    p.add_argument("--videos", type=int, help="total videos (2/3 training, 1/3 validation)")
+    p.add_argument("--classes", type=int, help="number of classes")
+    p.set_defaults(func=_cmd_synth)
