@@ -8,20 +8,26 @@ import numpy as np
 from benchmark.data.annotations import Annotations
 
 
-def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """tIoU between every segment of ``a`` [N, 2] and of ``b`` [M, 2] -> [N, M].
+def paired_tiou(a0, a1, b0, b1) -> np.ndarray:
+    """Element-wise tIoU of segments [a0, a1] and [b0, b1] (arrays that broadcast together).
 
-    As in the official ActivityNet evaluator, union = (len a + len b - intersection); two
-    zero-length segments at the same point give 0/0, which the official code turns into nan and
-    then counts as a match (nan < threshold is False). We return nan there too, and callers must
-    treat nan as "above every threshold" to stay faithful (documented in evaluation/detection.py).
+    As in the official ActivityNet evaluators, union = (len a + len b - intersection), so any two
+    zero-length segments give 0/0 = nan, whether at the same point or not. We return nan and leave
+    its meaning to the caller, as the official code does: detection counts it as a match at every
+    threshold (evaluation/detection.py), proposal recall never does (evaluation/proposals.py).
     """
+    intersection = np.clip(np.minimum(a1, b1) - np.maximum(a0, b0), 0, None)
+    union = (a1 - a0) + (b1 - b0) - intersection
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return intersection / union
+
+
+def tiou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """tIoU between every segment of ``a`` [N, 2] and of ``b`` [M, 2] -> [N, M] (paired_tiou's
+    arithmetic, so nan for any two zero-length segments)."""
     a = np.asarray(a, dtype=np.float64).reshape(-1, 2)
     b = np.asarray(b, dtype=np.float64).reshape(-1, 2)
-    inter = np.clip(np.minimum(a[:, None, 1], b[None, :, 1]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    union = (a[:, None, 1] - a[:, None, 0]) + (b[None, :, 1] - b[None, :, 0]) - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return inter / union
+    return paired_tiou(a[:, None, 0], a[:, None, 1], b[None, :, 0], b[None, :, 1])
 
 
 @dataclass(frozen=True)
