@@ -1,0 +1,134 @@
+"""Zero-shot (and closed-set) views of a dataset for one class split.
+
+The clean protocol (DESIGN.md §1) is the default; every published shortcut is a switch:
+- training videos keep only seen-class instances; snippets of unseen instances become background
+  (``unseen_in_training="remove"``), or such videos are dropped (``"drop"``);
+- test videos = those with >= 1 unseen instance, ground truth = unseen instances only
+  (``score_all_test_videos=True`` scores every test video instead: more false-positive chances);
+- ``last_annotation_only=True`` mimics STALE's released loader, which keeps one annotation a video.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.annotations import Annotations, Video
+from benchmark.data.features import load_features
+from benchmark.data.splits import ClassSplit
+from benchmark.data.targets import SnippetTargets, snippet_targets
+from benchmark.evaluation.segments import SegmentTable
+
+# THUMOS14 annotates every CliffDiving instance as Diving too (DESIGN.md §1, pitfall 5).
+DOUBLE_LABELS = (("CliffDiving", "Diving"),)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Annotations + features + the protocol facts of one dataset."""
+
+    name: str
+    annotations: Annotations
+    features: object  # a feature store from benchmark.data.features
+    T: int  # snippets per video after rescaling (100 ActivityNet, 256 THUMOS14)
+    train_subset: str
+    test_subset: str
+    cache_dir: Path | None = None
+    synthetic: bool = False
+
+
+@dataclass(frozen=True)
+class TrainView:
+    videos: list[Video]  # with only the instances the model may see
+    features: np.ndarray  # [N, T, D] float32
+    targets: SnippetTargets
+    classes: tuple[str, ...]  # training classes; targets index into this tuple, background = len(classes)
+    T: int
+
+
+@dataclass(frozen=True)
+class TestView:
+    videos: list[Video]  # scored videos, with only the evaluated instances
+    features: np.ndarray  # [N, T, D] float32
+    classes: tuple[str, ...]  # classes a prediction may name (the unseen ones in zero-shot)
+    gt: SegmentTable
+    T: int
+    notes: tuple[str, ...] = field(default=())  # protocol warnings to carry into the records
+
+    @property
+    def durations(self) -> np.ndarray:
+        return np.array([v.duration for v in self.videos], dtype=np.float64)
+
+
+def _keep(video: Video, classes: set[str]) -> Video:
+    return replace(video, instances=tuple(i for i in video.instances if i.label in classes))
+
+
+def _with_duration(videos: list[Video], what: str) -> list[Video]:
+    """Snippet indices become seconds through the duration: videos without one are skipped (counted)."""
+    kept = [v for v in videos if v.duration is not None]
+    if len(kept) < len(videos):
+        warnings.warn(f"{what}: {len(videos) - len(kept)} videos have no duration and are skipped", stacklevel=3)
+    return kept
+
+
+def double_label_leaks(split: ClassSplit) -> list[str]:
+    """Double-labelled class pairs that the split separates (one seen, one unseen)."""
+    seen, unseen = set(split.seen), set(split.unseen)
+    return [f"{a}/{b} double labels cross the split" for a, b in DOUBLE_LABELS
+            if (a in seen and b in unseen) or (b in seen and a in unseen)]
+
+
+def last_annotation_only(video: Video) -> Video:
+    return replace(video, instances=video.instances[-1:])
+
+
+def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> TrainView:
+    classes = tuple(sorted(classes))
+    keep = set(classes)
+    videos = _with_duration(dataset.annotations.subset(dataset.train_subset), f"{dataset.name} training")
+    if last_only:
+        videos = [last_annotation_only(v) for v in videos]
+    if unseen_in_training == "drop":
+        videos = [v for v in videos if all(i.label in keep for i in v.instances)]
+    elif unseen_in_training != "remove":
+        raise ValueError(f"unseen_in_training must be 'remove' or 'drop', got {unseen_in_training!r}")
+    videos = [_keep(v, keep) for v in videos]
+    videos = [v for v in videos if v.instances]
+    features = load_features(dataset.features, [v.id for v in videos], dataset.T, dataset.cache_dir)
+    targets = snippet_targets(videos, {c: k for k, c in enumerate(classes)}, dataset.T)
+    return TrainView(videos, features, targets, classes, dataset.T)
+
+
+def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False,
+              notes=()) -> TestView:
+    classes = tuple(sorted(classes))
+    keep = set(classes)
+    videos = _with_duration(dataset.annotations.subset(dataset.test_subset), f"{dataset.name} test")
+    if last_only:
+        videos = [last_annotation_only(v) for v in videos]
+    videos = [_keep(v, keep) for v in videos]
+    if not score_all_test_videos:
+        videos = [v for v in videos if v.instances]
+    gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in videos for i in v.instances), with_score=False)
+    features = load_features(dataset.features, [v.id for v in videos], dataset.T, dataset.cache_dir)
+    return TestView(videos, features, classes, gt, dataset.T, tuple(notes))
+
+
+def zero_shot_views(dataset: Dataset, split: ClassSplit, unseen_in_training: str = "remove",
+                    last_only: bool = False, score_all_test_videos: bool = False) -> tuple[TrainView, TestView]:
+    """Training on the split's seen classes, testing on its unseen classes."""
+    notes = double_label_leaks(split)
+    for note in notes:
+        warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=2)
+    train = train_view(dataset, split.seen, unseen_in_training, last_only)
+    test = test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)
+    return train, test
+
+
+def closed_set_views(dataset: Dataset, last_only: bool = False) -> tuple[TrainView, TestView]:
+    """The standard fully-supervised protocol: every class in training and in test."""
+    classes = dataset.annotations.classes
+    return train_view(dataset, classes, last_only=last_only), test_view(dataset, classes, last_only=last_only)

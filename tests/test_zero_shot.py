@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+
+from benchmark.data.annotations import load_annotations
+from benchmark.data.features import open_feature_store
+from benchmark.data.splits import ClassSplit
+from benchmark.data.zero_shot import Dataset, closed_set_views, double_label_leaks, zero_shot_views
+
+T = 10
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    """Four videos of 100 s: A only; A + C (C unseen); C only; B only. Features are the snippet index."""
+    videos = {
+        "a": [([0, 30], "A")],
+        "ac": [([0, 30], "A"), ([50, 80], "C")],
+        "c": [([10, 40], "C")],
+        "b": [([20, 60], "B")],
+    }
+    database = {vid: {"subset": "training", "duration": 100.0,
+                      "annotations": [{"segment": s, "label": label} for s, label in annotations]}
+                for vid, annotations in videos.items()}
+    database |= {"test_" + vid: dict(entry, subset="validation") for vid, entry in database.items()}
+    (tmp_path / "gt.json").write_text(json.dumps({"version": "1.3", "taxonomy": [], "database": database}))
+    (tmp_path / "features").mkdir()
+    for vid in database:
+        np.save(tmp_path / "features" / f"v_{vid}.npy", np.tile(np.arange(20, dtype=np.float32)[:, None], (1, 4)))
+    annotations = load_annotations(tmp_path / "gt.json")
+    store = open_feature_store(tmp_path / "features")
+    return Dataset("toy", annotations, store, T, "training", "validation", cache_dir=tmp_path / "cache")
+
+
+SPLIT = ClassSplit("toy", 0.75, 0, ("A", "B"), ("C",), "x", "generated", 0)
+
+
+def test_unseen_instances_become_background_in_training(toy):
+    train, test = zero_shot_views(toy, SPLIT)
+    ids = [v.id for v in train.videos]
+    assert ids == ["a", "ac", "b"]  # "c" has no seen instance left
+    ac = ids.index("ac")
+    assert [i.label for i in train.videos[ac].instances] == ["A"]
+    assert train.classes == ("A", "B")
+    background = len(train.classes)
+    assert (train.targets.cls[ac, 5:8] == background).all()  # C's snippets [50, 80) are background
+    assert (train.targets.cls[ac, :3] == 0).all()
+    assert train.features.shape == (3, T, 4)
+
+
+def test_drop_videos_with_unseen_instances(toy):
+    train, _ = zero_shot_views(toy, SPLIT, unseen_in_training="drop")
+    assert [v.id for v in train.videos] == ["a", "b"]
+
+
+def test_test_view_scores_unseen_videos_with_unseen_gt_only(toy):
+    _, test = zero_shot_views(toy, SPLIT)
+    assert [v.id for v in test.videos] == ["test_ac", "test_c"]
+    assert test.classes == ("C",)
+    assert list(test.gt.label) == ["C", "C"] and list(test.gt.video) == ["test_ac", "test_c"]
+    _, everything = zero_shot_views(toy, SPLIT, score_all_test_videos=True)
+    assert len(everything.videos) == 4 and len(everything.gt) == 2
+
+
+def test_last_annotation_only_mimics_the_released_loader(toy):
+    train, _ = zero_shot_views(toy, ClassSplit("toy", 0.75, 0, ("A", "C"), ("B",), "x", "generated", 0), last_only=True)
+    ac = [v for v in train.videos if v.id == "ac"][0]
+    assert [i.label for i in ac.instances] == ["C"]
+
+
+def test_closed_set_uses_every_class(toy):
+    train, test = closed_set_views(toy)
+    assert train.classes == test.classes == ("A", "B", "C")
+    assert len(test.gt) == 5
+
+
+def test_cliffdiving_diving_leak_is_flagged():
+    split = ClassSplit("THUMOS14", 0.75, 2, ("CliffDiving",), ("Diving",), "x", "imported", None)
+    assert double_label_leaks(split) == ["CliffDiving/Diving double labels cross the split"]
+    assert double_label_leaks(ClassSplit("THUMOS14", 0.75, 0, ("CliffDiving", "Diving"), ("X",), "x", "g", 0)) == []
+
+
+def test_leaky_published_thumos_splits_are_exactly_the_known_ones(shared_data):
+    from benchmark.data.splits import import_split_lists
+
+    with pytest.warns(UserWarning):
+        classes = load_annotations(shared_data / "thumos14/thumos14.json").classes
+    leaky = {ratio: [s.index for s in import_split_lists(shared_data / "splits", "THUMOS14", classes, ratio)
+                     if double_label_leaks(s)] for ratio in (0.75, 0.5)}
+    assert leaky == {0.75: [2, 5, 6, 7], 0.5: [2, 4, 5, 6, 7, 9]}  # as SOURCES.md lists them
