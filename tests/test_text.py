@@ -100,8 +100,8 @@ def test_tower_matches_open_clip_encode_text(tiny, tower):
     with torch.no_grad():
         expected = model.encode_text(tokens)
         split = tower.encode_embeddings(tower.embed_tokens(tokens), tokens.argmax(dim=-1))
-        torch.testing.assert_close(split, expected, atol=1e-6, rtol=0)
-        torch.testing.assert_close(tower.encode_text(texts), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(split, expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(tower.encode_text(texts), expected, atol=1e-5, rtol=0)
 
 
 def test_class_embeddings_ensemble_templates_and_hit_the_cache(tiny, tmp_path, monkeypatch):
@@ -204,7 +204,7 @@ def test_set_class_names_switches_classes_and_keeps_context(tower):
     with torch.no_grad():
         direct = PromptLearner(tower, UNSEEN, n_ctx=4)
         direct.ctx.copy_(ctx)
-        torch.testing.assert_close(unseen[:3], direct(), atol=1e-6, rtol=0)
+        torch.testing.assert_close(unseen[:3], direct(), atol=1e-5, rtol=0)
 
 
 def test_missing_checkpoint_unknown_model_and_bad_checkpoint_fail_clearly(tiny, tmp_path):
