@@ -67,6 +67,19 @@ class SegmentTable:
         )
 
     @classmethod
+    def from_detections(cls, detections: dict) -> "SegmentTable":
+        """ActivityNet result format ``{video: [{"segment": [s, e], "label": name, "score": x}]}``."""
+        return cls.from_rows(((vid, *d["segment"], d.get("label", ""), d["score"])
+                              for vid, dets in detections.items() for d in dets), with_score=True)
+
+    def segments_by_video(self) -> dict[str, list[list[float]]]:
+        """``{video: [[s, e], ...]}``: what a method's ``classify_segments`` hook takes."""
+        out: dict[str, list[list[float]]] = {}
+        for vid, t0, t1 in zip(self.video, self.t0, self.t1):
+            out.setdefault(str(vid), []).append([float(t0), float(t1)])
+        return out
+
+    @classmethod
     def ground_truth(cls, annotations: Annotations, subset: str, classes=None, videos=None) -> "SegmentTable":
         """GT instances of one subset, optionally restricted to a class set and a video set."""
         classes = None if classes is None else set(classes)

@@ -1,0 +1,193 @@
+"""Method plugins: a base class, a registration decorator, discovery of ``methods/``.
+
+A method is one class in one file of the ``methods`` package::
+
+    @register_method("stale")
+    class Stale(Method):
+        @dataclass(frozen=True)
+        class Config:
+            masking: str = "maskformer"
+            num_queries: int = 20
+
+        def fit(self, train_view): ...
+        def predict(self, test_view): ...
+
+A suite variant is a dict of overrides of ``Config``'s defaults (``make_config``); an unknown key is
+a one-line error naming the method, the variant and the key. Views are opaque here: they are
+defined by ``benchmark.data.zero_shot`` (TrainView, TestView) and handed through untouched.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from benchmark.errors import InputError
+
+# ActivityNet result format: {video_id: [{"segment": [start_s, end_s], "label": name, "score": x}]}
+Detections = dict[str, list[dict]]
+
+HOOKS = ("proposals", "classify_segments")
+
+
+class ConfigError(InputError):
+    """A bad method name or variant override; the message is one line."""
+
+
+@dataclass(frozen=True)
+class MethodContext:
+    """What a method gets besides its config. ``log`` writes one line to the job's log."""
+
+    device: str = "cpu"
+    seed: int = 0
+    text_encoder: Any = None  # the run's text-encoder config (benchmark.text), or its fields as a dict
+    cache_dir: Path | None = None  # per-run cache shared by jobs (e.g. text embeddings)
+    job_dir: Path | None = None
+    hparams: dict = dataclasses.field(default_factory=dict)  # profile hyper-parameters, e.g. epochs
+    log: Callable[[str], None] = print
+
+
+class Method:
+    """Base class of every method plugin.
+
+    Required: ``fit(train_view)`` and ``predict(test_view) -> Detections``.
+    Optional hooks, for the analyses (error propagation, oracles):
+    - ``proposals(test_view) -> {video_id: [{"segment": [s, e], "score": x}]}`` (class-agnostic);
+    - ``classify_segments(test_view, segments) -> Detections`` for given ``{video_id: [[s, e], ...]}``.
+    ``capabilities()`` says which hooks a class implements.
+    """
+
+    name: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Config:
+        pass
+
+    def __init__(self, config, context: MethodContext):
+        self.config = config
+        self.context = context
+
+    def fit(self, train_view) -> None:
+        raise NotImplementedError
+
+    def predict(self, test_view) -> Detections:
+        raise NotImplementedError
+
+    def proposals(self, test_view) -> dict[str, list[dict]]:
+        raise NotImplementedError(f"{self.name}: no class-agnostic proposals")
+
+    def classify_segments(self, test_view, segments: dict[str, list[list[float]]]) -> Detections:
+        raise NotImplementedError(f"{self.name}: cannot classify given segments")
+
+    @classmethod
+    def capabilities(cls) -> frozenset[str]:
+        """The optional hooks this class overrides."""
+        return frozenset(h for h in HOOKS if getattr(cls, h) is not getattr(Method, h))
+
+
+_METHODS: dict[str, type[Method]] = {}
+_DISCOVERED: set[str] = set()
+
+
+def register_method(name: str):
+    """Class decorator: make ``cls`` available as ``name`` in suites."""
+
+    def wrap(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method({name!r}): {cls!r} is not a Method subclass")
+        config = cls.__dict__.get("Config", cls.Config)
+        if not (dataclasses.is_dataclass(config) and config.__dataclass_params__.frozen):
+            raise TypeError(f"@register_method({name!r}): {cls.__name__}.Config must be a frozen dataclass")
+        old = _METHODS.get(name)
+        # Re-registering the same class (a module imported twice, e.g. as __main__) is harmless.
+        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+            raise ValueError(f"method {name!r} registered twice: {old.__module__}.{old.__qualname__} and "
+                             f"{cls.__module__}.{cls.__qualname__}")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return wrap
+
+
+def discover(package: str = "methods") -> None:
+    """Import every module of ``package`` once, so their ``@register_method`` run."""
+    if package in _DISCOVERED:
+        return
+    pkg = importlib.import_module(package)
+    for info in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"{package}.{info.name}")
+    _DISCOVERED.add(package)
+
+
+def get_method(name: str, package: str = "methods") -> type[Method]:
+    if name not in _METHODS:
+        discover(package)
+    if name not in _METHODS:
+        raise ConfigError(f"unknown method {name!r}; registered: {', '.join(sorted(_METHODS)) or 'none'}")
+    return _METHODS[name]
+
+
+def is_registered(name: str, package: str = "methods") -> bool:
+    if name not in _METHODS:
+        discover(package)
+    return name in _METHODS
+
+
+def list_methods(package: str = "methods") -> dict[str, type[Method]]:
+    discover(package)
+    return dict(sorted(_METHODS.items()))
+
+
+def make_config(method: str, overrides: dict | None = None, variant: str = "default"):
+    """The method's default ``Config`` with a variant's ``overrides`` applied (nested for dataclass fields)."""
+    cls = get_method(method)
+    return _override(cls.Config(), overrides or {}, f"method {method!r}, variant {variant!r}", "")
+
+
+def config_dict(config) -> dict:
+    """A config as plain JSON-able data (tuples become lists), for job specs and records."""
+    return dataclasses.asdict(config)
+
+
+def _override(config, overrides: dict, where: str, prefix: str):
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: overrides of {prefix.rstrip('.') or 'the config'} must be a mapping, got {overrides!r}")
+    fields = {f.name: f for f in dataclasses.fields(config)}
+    changes = {}
+    for key, value in overrides.items():
+        if key not in fields:
+            raise ConfigError(f"{where}: unknown config key {prefix + key!r} (known: {', '.join(fields)})")
+        current = getattr(config, key)
+        if dataclasses.is_dataclass(current):
+            changes[key] = _override(current, value, where, f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(current, value, where, prefix + key)
+    return dataclasses.replace(config, **changes)
+
+
+def _coerce(default: Any, value: Any, where: str, key: str) -> Any:
+    """YAML -> field type for the cases YAML gets wrong: '1e-4' is a string, lists for tuples."""
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            ok = False
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, tuple):
+        return tuple(value) if isinstance(value, (list, tuple)) else _fail(where, key, default, value)
+    else:
+        ok = isinstance(value, type(default))
+    return value if ok else _fail(where, key, default, value)
+
+
+def _fail(where: str, key: str, default: Any, value: Any):
+    raise ConfigError(f"{where}: config key {key!r} expects {type(default).__name__} like {default!r}, got {value!r}")

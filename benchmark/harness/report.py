@@ -1,0 +1,235 @@
+"""Tables and figures of a suite, rebuilt from the ``record.json`` files alone.
+
+For each table of the suite: the planned jobs of every (row, setting) cell are looked up in the
+store by ``spec_hash`` (the job identity without the code version, so a report survives a code
+change; when a job has records from several code versions the newest ok one counts). Then:
+- ``<table>.csv``: one line per cell, ``<metric> mean``, ``<metric> std`` (ddof=1), ``<metric> n``,
+  ``<metric> ci95_lo/hi`` (benchmark.evaluation.stats.summarise), ``paper <metric>``, optional paired
+  comparison columns;
+- ``<table>.md``: the same as ``mean ± std`` (tabulate via pandas), paper numbers in their own
+  columns labelled "paper", the data source in the title;
+- ``README.md``: an index with one line per table and figure.
+
+Record metrics are multiplied by the suite's ``report.metric_scale`` (100: the evaluator's fractions
+-> the paper's percent) and shown with ``report.digits`` decimals. A table with
+``compare: {to: <row label>, metric: <metric>}`` gets a paired comparison of every row with that
+row over the (split, seed) pairs both have (benchmark.evaluation.stats.paired_comparison).
+
+Figures: builders registered with ``@register_figure("name")`` and listed under ``figures:`` in the
+suite. A builder gets the table's per-job frame (one line per planned job: row label, setting,
+split, seed, metrics) and returns the files it wrote; adding a figure = one function + a YAML entry.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import yaml
+
+from benchmark.errors import InputError
+from benchmark.evaluation.stats import paired_comparison, summarise
+from benchmark.harness.store import DEFAULT_RESULTS, load_records
+from benchmark.harness.suite import Suite, Table, cells, data_identity, spec_hash
+
+DEFAULT_REPORTS = Path("reports")
+FIGURES: dict[str, Callable] = {}
+
+
+def register_figure(name: str):
+    """``builder(frame, table, figure_spec, stem, source) -> list[Path]``.
+
+    ``frame``: the table's per-job frame (metrics scaled as in the tables); ``figure_spec``: the YAML
+    entry; ``stem``: output path without suffix; ``source``: "synthetic data" or "real data", which
+    the figure's title must carry.
+    """
+
+    def wrap(fn):
+        FIGURES[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_figure("split_metric")
+def _split_metric(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
+    """One dot per split and row with the mean and its 95% CI, for one metric and one setting."""
+    from benchmark.evaluation.plots import plot_split_metric
+
+    metric = fig.get("metric", table.metrics[-1])
+    setting = fig.get("setting", table.settings[0])
+    data = frame[(frame["setting"] == setting) & frame[metric].notna()]
+    data = data[["row", "split", metric]].rename(columns={"row": "method"})
+    data[metric] = data[metric] / 100  # the plot takes fractions and shows percent
+    return list(plot_split_metric(data, stem, f"{table.title}, {setting} ({source})", metric=metric))
+
+
+def describe_data(data: dict, dataset: str) -> str:
+    """The data source for titles: 'synthetic data (...)' or 'real data (...)'."""
+    if data["source"] == "synthetic":
+        params = ", ".join(f"{k} {v}" for k, v in sorted(data.items()) if k != "source")
+        return f"synthetic data (generated, {dataset}-shaped{', ' + params if params else ''})"
+    feats = data.get("feature_format") or Path(str(data.get("features") or data.get("root") or "?")).name
+    return f"real data ({dataset}, features: {feats})"
+
+
+def paper_values(reference: dict | None, path: tuple | None, setting: str, dataset: str) -> list | None:
+    if reference is None or path is None:
+        return None
+    node = reference
+    for part in path:
+        part = part.format(setting=setting, dataset=dataset)
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node if isinstance(node, list) else None
+
+
+def newest(records: list[dict], status: str | None = None) -> dict[str, dict]:
+    """spec_hash -> the newest record of that job (the newest with ``status``, if given)."""
+    best: dict[str, dict] = {}
+    for rec in records:
+        if status is not None and rec["status"] != status:
+            continue
+        old = best.get(rec["spec_hash"])
+        if old is None or rec["provenance"].get("end_time", "") >= old["provenance"].get("end_time", ""):
+            best[rec["spec_hash"]] = rec
+    return best
+
+
+def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
+    """One line per planned job of ``table``: its cell, split, seed, status and metrics x metric_scale."""
+    ok, last = newest(records, "ok"), newest(records)
+    lines = []
+    for tbl, row, setting, specs in cells(suite):
+        if tbl is not table:
+            continue
+        for spec in specs:
+            h = spec_hash(spec, data_identity(spec))
+            rec = ok.get(h)
+            line = {"row": row.label, "method": row.method, "variant": row.variant, "setting": setting,
+                    "split": spec["split"]["index"], "seed": spec["seed"], "status": last[h]["status"] if h in last else "missing"}
+            for m in table.metrics:
+                value = rec["metrics"].get(m) if rec else None
+                line[m] = math.nan if value is None else float(value) * suite.report["metric_scale"]
+            data = (rec or {"spec": spec})["spec"]["data"]
+            line["data"] = describe_data(data, spec["dataset"])
+            line["source"] = f"{data['source']} data"
+            lines.append(line)
+    return pd.DataFrame(lines)
+
+
+def summary_frame(suite: Suite, table: Table, jobs: pd.DataFrame, reference: dict | None) -> pd.DataFrame:
+    """One line per cell (row, setting): mean/std/n/CI per metric, paper numbers, paired comparison."""
+    out = []
+    compare = table.compare
+    for (setting, label), cell in jobs.groupby(["setting", "row"], sort=False):
+        row = next(r for r in table.rows if r.label == label)
+        line = {"setting": setting, "row": label, "method": row.method, "variant": row.variant,
+                "jobs": len(cell), "ok": int(cell[table.metrics[0]].notna().sum())}
+        for m in table.metrics:
+            s = summarise(cell[m].dropna())
+            line.update({f"{m} mean": s.mean, f"{m} std": s.std, f"{m} n": s.n,
+                         f"{m} ci95_lo": s.ci95[0], f"{m} ci95_hi": s.ci95[1]})
+        paper = paper_values(reference, row.paper, setting, suite.dataset) or []
+        for m, value in zip(table.paper_metrics, paper):
+            if m in table.metrics:
+                line[f"paper {m}"] = math.nan if value is None else value
+        if compare:
+            line.update(_paired(jobs, setting, label, compare["to"], compare["metric"]))
+        out.append(line)
+    frame = pd.DataFrame(out)
+    paper_cols = [f"paper {m}" for m in table.metrics if f"paper {m}" in frame]
+    return frame[[c for c in frame.columns if not c.startswith("paper ")] + paper_cols]
+
+
+def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str) -> dict:
+    cols = {f"Δ {metric} vs {ref}": math.nan, "paired t p": math.nan, "pairs": 0}
+    if label == ref:
+        return cols
+    both = jobs[jobs["setting"] == setting].pivot_table(index=["split", "seed"], columns="row", values=metric)
+    if label not in both or ref not in both:
+        return cols
+    pairs = both[[label, ref]].dropna()
+    if len(pairs) == 0:
+        return cols
+    c = paired_comparison(pairs[label], pairs[ref])
+    return {f"Δ {metric} vs {ref}": c.diff, "paired t p": c.t_pvalue, "pairs": c.n}
+
+
+def _fmt(mean: float, std: float, n: int, digits: int) -> str:
+    if n == 0:
+        return "—"
+    if n == 1 or math.isnan(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> str:
+    shown = pd.DataFrame({"setting": summary["setting"], "method": summary["row"]})
+    shown["n"] = [f"{ok}/{jobs}" for ok, jobs in zip(summary["ok"], summary["jobs"])]
+    for m in table.metrics:
+        shown[m] = [_fmt(a, b, n, digits) for a, b, n in zip(summary[f"{m} mean"], summary[f"{m} std"], summary[f"{m} n"])]
+    for col in summary.columns:
+        if col.startswith("Δ ") or col == "paired t p":
+            shown[col] = summary[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits if col.startswith('Δ') else 3}f}")
+    for m in table.metrics:
+        if f"paper {m}" in summary:
+            shown[f"paper {m}"] = summary[f"paper {m}"].map(lambda v: "" if pd.isna(v) else str(v))
+    if shown["setting"].nunique() == 1:
+        shown = shown.drop(columns="setting")
+    lines = [f"# {title}", ""]
+    if table.mirrors:
+        lines.append(f"Mirrors {table.mirrors}. ")
+    lines += [
+        "Cells: mean ± std (ddof=1) over the jobs of the cell (class splits × seeds); n = jobs with an ok "
+        "record / jobs planned. Columns labelled **paper** are the published numbers, not ours.",
+        "", shown.to_markdown(index=False, disable_numparse=True), ""]
+    return "\n".join(lines)
+
+
+def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
+                  reports_dir: str | Path = DEFAULT_REPORTS) -> list[Path]:
+    """Write every table and figure of ``suite`` and the index; returns the files written."""
+    records = load_records(suite.name, results_dir)
+    reference = yaml.safe_load(suite.paper_reference.read_text()) if suite.paper_reference else None
+    out_dir = Path(reports_dir) / suite.name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    digits = suite.report["digits"]
+    written, index, frames = [], [], {}
+    for table in suite.tables:
+        jobs = job_frame(suite, table, records)
+        summary = summary_frame(suite, table, jobs, reference)
+        title = f"{table.title} — {'; '.join(sorted(set(jobs['data'])))}"
+        frames[table.name] = jobs
+        csv, md = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
+        summary.to_csv(csv, index=False)
+        md.write_text(markdown(table, summary, title, digits))
+        written += [csv, md]
+        index.append(f"- [{table.name}]({md.name}) ([csv]({csv.name})) — {table.description or table.title}"
+                     f" ({int(summary['ok'].sum())}/{int(summary['jobs'].sum())} jobs ok)")
+    figure_lines = []
+    for fig in suite.figures:
+        if fig["builder"] not in FIGURES:
+            raise InputError(f"{suite.path}: figures: unknown builder {fig['builder']!r} (known: {', '.join(FIGURES)})")
+        table = suite.table(fig["table"])
+        if frames[table.name][table.metrics[0]].notna().sum() == 0:
+            figure_lines.append(f"- {fig['name']}: not drawn, no results yet — {fig.get('description', '')}")
+            continue
+        frame = frames[table.name]
+        source = "; ".join(sorted(set(frame["source"])))
+        paths = FIGURES[fig["builder"]](frame, table, fig, out_dir / fig["name"], source)
+        written += paths
+        links = ", ".join(f"[{p.suffix[1:]}]({p.name})" for p in paths)
+        figure_lines.append(f"- {fig['name']} ({links}) — {fig.get('description', '')}")
+    readme = out_dir / "README.md"
+    readme.write_text("\n".join([
+        f"# Reports: {suite.name} (profile {suite.profile})", "",
+        *([suite.description, ""] if suite.description else []),
+        f"Rebuilt from the records in `results/{suite.name}/` by "
+        f"`python -m benchmark report --suite {suite.name} --profile {suite.profile}`; do not edit by hand.", "",
+        "## Tables", "", *index, "",
+        *(["## Figures", "", *figure_lines, ""] if figure_lines else []),
+    ]))
+    return written + [readme]

@@ -1,0 +1,222 @@
+"""What one job does: data view -> method fit/predict -> evaluation and analyses.
+
+``prepare_data`` runs once per suite run, before any job: it generates (once, cached) the embedded
+synthetic benchmark, or validates real data, and returns the facts every job needs (paths, the
+text encoder). ``run_job`` runs in the job's own process (see ``benchmark.harness.scheduler``).
+
+Every job records, besides the headline mAP, the analyses its method allows:
+- ``gt_localisation``: ground-truth segments classified by the method (oracle localisation);
+- ``gt_labels``: the method's own segments relabelled with the ground truth (oracle classification);
+- ``noise@L``: ground-truth segments jittered to tIoU L, classified by the method (localisation
+  noise curve);
+- ``AR@N`` / ``AUC``: the method's class-agnostic proposals on the test videos.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch  # imported here on purpose: the scheduler seeds torch when the runner has loaded it
+
+from benchmark.data.annotations import load_annotations
+from benchmark.data.features import open_feature_store
+from benchmark.data.splits import REPO_SPLITS, SplitError, generate_splits, import_split_lists, load_splits, setting_ratio
+from benchmark.data.synthetic import ensure_synthetic
+from benchmark.data.zero_shot import Dataset, closed_set_views, zero_shot_views
+from benchmark.errors import InputError
+from benchmark.evaluation.detection import evaluate_detection, parse_tiou, tiou_key
+from benchmark.evaluation.diagnostics import NOISE_LEVELS, jitter_to_tiou, oracle_labels
+from benchmark.evaluation.proposals import evaluate_proposals
+from benchmark.evaluation.segments import SegmentTable
+from benchmark.harness.registry import MethodContext, get_method, make_config
+from benchmark.text.clip import TextEncoderConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache"
+
+# Protocol facts per dataset (DESIGN.md §1-2).
+DATASETS = {
+    "activitynet": {"name": "ActivityNet", "T": 100, "train": "training", "test": "validation"},
+    "thumos14": {"name": "THUMOS14", "T": 256, "train": "Validation", "test": "Test"},
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Once per run
+# ---------------------------------------------------------------------------------------------
+
+def prepare_data(suite, profile: str, args) -> dict:
+    """Facts for ``spec["runtime"]["data"]``: where the annotations, features and text encoder are."""
+    data = suite.data
+    facts = dict(DATASETS[suite.dataset])
+    if data["source"] == "synthetic":
+        root = ensure_synthetic(CACHE / "synthetic", **data["synthetic"])
+        manifest = json.loads((root / "synthetic.json").read_text())
+        facts |= {"source": "synthetic", "name": "synthetic", "annotations": str(root / "annotations.json"),
+                  "features": str(root / "features"), "text_encoder": manifest["text_encoder"],
+                  "external_scores": str(root / "external_video_scores.json")}
+    else:
+        facts |= _real_paths(data["real"]) | {"source": "real"}
+    facts["feature_cache"] = str(CACHE / "features")
+    dataset = open_dataset(facts)
+    validate_splits(dataset, suite, facts)
+    if any(job.spec["protocol"].get("external_classifier", "none") != "none" for job in _planned(suite)):
+        _ensure_external_scores(dataset, facts)
+    return facts
+
+
+def _real_paths(real: dict) -> dict:
+    root = Path(real["root"]) if real.get("root") else None
+    annotations = Path(real.get("annotations") or root / "activity_net.v1-3.min.json")
+    features = Path(real.get("features") or root / "features")
+    scores = real.get("external_scores") or (root / "stale_best_score.json" if root else None)
+    for what, path in (("annotations", annotations), ("features", features)):
+        if not path.exists():
+            raise InputError(f"real data: {what} not found at {path} (see README, 'Running on real ActivityNet')")
+    return {"annotations": str(annotations), "features": str(features),
+            "external_scores": str(scores) if scores else None,
+            "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
+
+
+def _planned(suite):
+    from benchmark.harness.suite import plan
+
+    return plan(suite)
+
+
+def open_dataset(facts: dict) -> Dataset:
+    annotations = load_annotations(facts["annotations"])
+    return Dataset(facts["name"], annotations, open_feature_store(facts["features"]), facts["T"],
+                   facts["train"], facts["test"], cache_dir=Path(facts["feature_cache"]),
+                   synthetic=facts["source"] == "synthetic")
+
+
+def validate_splits(dataset: Dataset, suite, facts: dict) -> None:
+    """Before any job: every split resolves, and every video a job reads has features. One summary line."""
+    splits = {}
+    for job in _planned(suite):
+        spec = job.spec
+        splits[(spec["setting"], json.dumps(spec["split"], sort_keys=True))] = class_split(dataset, spec)
+    wanted = set().union(*[set(dataset.annotations.classes) if s is None else set(s.seen + s.unseen)
+                           for s in splits.values()])
+    videos = dataset.annotations.subset(dataset.train_subset) + dataset.annotations.subset(dataset.test_subset)
+    missing = sorted(v.id for v in videos if v.duration and any(i.label in wanted for i in v.instances)
+                     and v.id not in dataset.features)
+    if missing:
+        raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no features, "
+                         f"e.g. {', '.join(missing[:5])}")
+
+
+def _ensure_external_scores(dataset: Dataset, facts: dict) -> None:
+    path = facts.get("external_scores")
+    if path and Path(path).exists():
+        return
+    if facts["source"] != "synthetic":
+        raise InputError("protocol external_classifier needs the classifier's scores (stale_best_score.json): "
+                         "put it in --data-root or set data.real.external_scores")
+    from methods.label_fusion import external_video_scores
+
+    external_video_scores(dataset, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# One job
+# ---------------------------------------------------------------------------------------------
+
+def class_split(dataset: Dataset, spec: dict):
+    """The job's seen/unseen split (None for the closed-set setting)."""
+    if spec["setting"] == "closed":
+        return None
+    ratio, split = setting_ratio(spec["setting"]), spec["split"]
+    classes = dataset.annotations.classes
+    if split["lists"] == "imported":
+        if not split.get("lists_dir"):
+            raise InputError("split lists 'imported' needs --split-lists DIR (the published lists)")
+        splits = import_split_lists(split["lists_dir"], dataset.name, classes, ratio)
+    else:
+        try:  # the committed files, when they were made for this class list
+            splits = load_splits(REPO_SPLITS, dataset.name, "generated", ratio, classes)
+        except SplitError:
+            splits = generate_splits(dataset.name, classes, ratio, n=split["index"] + 1, seed=split["seed"])
+    if split["index"] >= len(splits):
+        raise InputError(f"split index {split['index']} but only {len(splits)} splits for {dataset.name} {spec['setting']}")
+    return splits[split["index"]]
+
+
+def run_job(spec: dict, job_dir: Path) -> dict:
+    data = spec["runtime"]["data"]
+    protocol = spec["protocol"]
+    dataset = open_dataset(data)
+    split = class_split(dataset, spec)
+    last_only = bool(protocol.get("last_annotation_only"))
+    if split is None:
+        train, test = closed_set_views(dataset, last_only=last_only)
+    else:
+        train, test = zero_shot_views(dataset, split, protocol.get("unseen_in_training", "remove"), last_only,
+                                      bool(protocol.get("score_all_test_videos")))
+    cls = get_method(spec["method"])
+    context = MethodContext(
+        device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
+        text_encoder=TextEncoderConfig(**data["text_encoder"]), cache_dir=CACHE / "methods", job_dir=job_dir,
+        hparams=spec.get("hparams", {}), log=lambda line: print(line, flush=True),
+    )
+    method = cls(make_config(spec["method"], spec["config"], spec.get("variant", "default")), context)
+
+    timings = {}
+    start = time.perf_counter()
+    method.fit(train)
+    timings["train"] = time.perf_counter() - start
+    start = time.perf_counter()
+    detections = method.predict(test)
+    timings["predict"] = time.perf_counter() - start
+
+    notes = list(test.notes)
+    if protocol.get("external_classifier", "none") != "none":
+        from methods.label_fusion import NOT_ZERO_SHOT, fuse_labels, read_external_scores
+
+        detections = fuse_labels(detections, read_external_scores(data["external_scores"]))
+        notes.append(NOT_ZERO_SHOT)
+
+    start = time.perf_counter()
+    tiou = parse_tiou(protocol.get("tiou", "0.5:0.95:10"))
+    result = evaluate_detection(test.gt, SegmentTable.from_detections(detections), tiou)
+    metrics = _map_metrics(result)
+    metrics |= analyses(method, test, detections, tiou, seed=spec["seed"])
+    timings["eval"] = time.perf_counter() - start
+    return {
+        "metrics": metrics,
+        "per_class": {name: float(ap.mean()) for name, ap in result.per_class.items()},
+        "predictions": detections,
+        "timings": timings,
+        "extra": {"notes": notes, "synthetic": dataset.synthetic, "split": None if split is None else {
+                      "seen": len(split.seen), "unseen": len(split.unseen), "source": split.source},
+                  "train_videos": len(train.videos), "test_videos": len(test.videos), "eval_meta": result.meta},
+    }
+
+
+def _map_metrics(result, prefix: str = "") -> dict[str, float]:
+    metrics = {f"{prefix}mAP@{tiou_key(t)}": float(m) for t, m in zip(result.tiou, result.map)}
+    metrics[f"{prefix}mAP_avg"] = result.average
+    return metrics
+
+
+def analyses(method, test, detections, tiou, seed: int) -> dict[str, float]:
+    """Oracle localisation / classification, the localisation-noise curve and proposal recall."""
+    gt = test.gt
+    metrics = _map_metrics(evaluate_detection(gt, oracle_labels(SegmentTable.from_detections(detections), gt), tiou),
+                           "gt_labels/")
+    hooks = method.capabilities()
+    if "classify_segments" in hooks:
+        rng = np.random.default_rng(seed)
+        durations = {v.id: v.duration for v in test.videos}
+        for level in NOISE_LEVELS:
+            segments = gt if level == 1.0 else jitter_to_tiou(gt, level, rng, durations)
+            classified = method.classify_segments(test, segments.segments_by_video())
+            prefix = "gt_localisation/" if level == 1.0 else f"noise@{level:g}/"
+            metrics |= _map_metrics(evaluate_detection(gt, SegmentTable.from_detections(classified), tiou), prefix)
+    if "proposals" in hooks:
+        proposals = evaluate_proposals(gt, SegmentTable.from_detections(method.proposals(test)), tiou)
+        metrics |= {f"AR@{n}": float(ar) for n, ar in proposals.ar_at.items()} | {"AUC": float(proposals.auc)}
+    return metrics

@@ -1,0 +1,101 @@
+"""Reports: tables rebuilt from record.json files, checked against hand-computed numbers."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+import yaml
+
+from benchmark.harness import registry
+from benchmark.harness.report import build_reports
+from benchmark.harness.scheduler import job_payload
+from benchmark.harness.store import Store, build_record
+from benchmark.harness.suite import load_suite, plan
+from harness_toy import write_suite
+import run_all
+
+
+@pytest.fixture(autouse=True)
+def toy_env(monkeypatch):
+    import harness_toy  # noqa: F401
+
+    monkeypatch.setattr(registry, "_DISCOVERED", {"methods"})
+    monkeypatch.setenv("ZSTAD_CODE_VERSION", "test")
+
+
+def _write(store, job, status, metrics, end_time, code_version="test"):
+    payload = job_payload(job, store, "x:y", {"host": "h"}, {})
+    payload["code_version"] = code_version
+    store.write_record(f"{job.key}-{code_version}-{status}", build_record(
+        payload, status, result={"metrics": metrics}, runtime={"end_time": end_time}))
+
+
+def test_tables_from_records_match_hand_computed_statistics(tmp_path):
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump({"t": {"Toy": [12.5, 6.0]}}))
+    path = write_suite(tmp_path / "s.yaml", variants={"wide": {"hidden": 16}},
+                       rows=[{"label": "Toy", "method": "toy", "paper": ["t", "Toy"]},
+                             {"label": "Wide", "method": "toy", "variant": "wide"}],
+                       paper_reference="ref.yaml", report={"metric_scale": 100, "digits": 1},
+                       figures=[{"name": "t1_splits", "builder": "split_metric", "table": "t1", "metric": "mAP_avg",
+                                 "description": "per-split dots"}])
+    doc = yaml.safe_load(path.read_text())
+    doc["tables"]["t1"]["compare"] = {"to": "Toy", "metric": "mAP_avg"}
+    path.write_text(yaml.safe_dump(doc))
+    suite = load_suite(path)
+    store = Store(tmp_path / "results", "toy")
+    jobs = {j.label: j for j in plan(suite)}
+    for split, value in enumerate((0.1, 0.2, 0.3)):
+        _write(store, jobs[f"toy/default/75/25/split{split}/seed0"], "ok", {"mAP@0.5": value, "mAP_avg": value / 2}, "2026-01-02")
+    # an older ok record of the same job (earlier code) and a newer failed one: both ignored
+    _write(store, jobs["toy/default/75/25/split0/seed0"], "ok", {"mAP@0.5": 0.9, "mAP_avg": 0.9}, "2026-01-01", "old")
+    _write(store, jobs["toy/default/75/25/split0/seed0"], "failed", {}, "2026-01-03")
+    for split, value in ((0, 0.5), (1, 0.7)):
+        _write(store, jobs[f"toy/wide/75/25/split{split}/seed0"], "ok", {"mAP@0.5": value, "mAP_avg": value / 2}, "2026-01-02")
+    _write(store, jobs["toy/wide/75/25/split2/seed0"], "timeout", {}, "2026-01-02")
+
+    build_reports(suite, tmp_path / "results", tmp_path / "reports")
+    out = tmp_path / "reports/toy"
+    csv = pd.read_csv(out / "t1.csv").set_index("row")
+    assert csv.loc["Toy", ["mAP@0.5 mean", "mAP@0.5 std", "mAP@0.5 n"]].tolist() == pytest.approx([20.0, 10.0, 3])
+    assert csv.loc["Wide", ["mAP@0.5 mean", "mAP@0.5 std", "mAP@0.5 n"]].tolist() == pytest.approx([60.0, math.sqrt(200), 2])
+    assert csv.loc["Toy", "paper mAP@0.5"] == 12.5 and csv.loc["Toy", "paper mAP_avg"] == 6.0
+    assert math.isnan(csv.loc["Wide", "paper mAP@0.5"])
+    # paired with Toy on the splits both have: (25 - 5 + 35 - 10) / 2
+    assert csv.loc["Wide", "Δ mAP_avg vs Toy"] == pytest.approx(22.5) and csv.loc["Wide", "pairs"] == 2
+    # 95% CI of the Toy mean: 20 ± t(0.975, 2) * 10 / sqrt(3)
+    assert csv.loc["Toy", "mAP@0.5 ci95_hi"] == pytest.approx(20 + 4.302653 * 10 / math.sqrt(3), rel=1e-5)
+
+    md = (out / "t1.md").read_text()
+    assert md.startswith("# Toy table — synthetic data")
+    assert "| Toy      | 3/3 | 20.0 ± 10.0 |" in md and "| 60.0 ± 14.1 |" in md and "2/3" in md
+    assert "paper mAP@0.5" in md and "12.5" in md
+    readme = (out / "README.md").read_text()
+    assert "[t1](t1.md)" in readme and "(5/6 jobs ok)" in readme
+    assert (out / "t1_splits.png").stat().st_size > 0 and "- t1_splits ([png](t1_splits.png)" in readme
+
+
+def test_run_all_plans_the_smoke_suite(capsys):
+    assert run_all.main(["--suite", "zs_activitynet", "--profile", "smoke", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("zs_activitynet (smoke):") and "stale" in out and "wait: method not registered" in out
+
+
+def test_report_command_uses_the_data_flags_of_the_last_run(tmp_path, capsys):
+    from benchmark.harness.cli import main
+    from benchmark.harness.store import atomic_write_json
+
+    path = write_suite(tmp_path / "s.yaml", indices=(0,))
+    ann = tmp_path / "gt.json"
+    ann.write_text("{}")
+    over = {"data": {"source": "real", "real": {"annotations": str(ann), "features": str(tmp_path)}}}
+    atomic_write_json(tmp_path / "results/toy/_runs/smoke.json", {"overrides": {}, "time": "2026-01-01T00:00:00"})
+    atomic_write_json(tmp_path / "results/toy/_runs/default.json", {"overrides": over, "time": "2026-01-02T00:00:00"})
+    suite = load_suite(path, "default", over)
+    job = plan(suite)[0]
+    _write(Store(tmp_path / "results", "toy"), job, "ok", {"mAP@0.5": 0.4, "mAP_avg": 0.2}, "2026-01-02")
+    assert main(["report", "--suite", str(path), "--results-dir", str(tmp_path / "results"),
+                 "--reports-dir", str(tmp_path / "reports")]) == 0
+    md = (tmp_path / "reports/toy/t1.md").read_text()
+    assert md.startswith("# Toy table — real data (toyset, features:") and "| 40.0" in md
+    assert "reports (default):" in capsys.readouterr().out  # the newest run's profile
