@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from benchmark.errors import InputError
-from benchmark.harness.cli import add_run_arguments, run_suite
+from benchmark.harness.cli import add_run_arguments, add_store_arguments, run_suite
 
 ROOT = Path(__file__).resolve().parent
 
@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parent
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="run_all.py", description=__doc__.splitlines()[0])
     add_run_arguments(parser)
+    add_store_arguments(parser, root=ROOT)
     args = parser.parse_args(argv)
     try:
-        return run_suite(args, results_dir=ROOT / "results", reports_dir=ROOT / "reports")
+        return run_suite(args, results_dir=args.results_dir, reports_dir=args.reports_dir)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -34,9 +34,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out jobs")
 
 
-def add_store_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results-dir", type=Path, default=Path("results"), help="results store (default: results/)")
-    p.add_argument("--reports-dir", type=Path, default=Path("reports"), help="reports (default: reports/)")
+def add_store_arguments(p: argparse.ArgumentParser, root: Path = Path(".")) -> None:
+    p.add_argument("--results-dir", type=Path, default=root / "results", help="results store (default: results/)")
+    p.add_argument("--reports-dir", type=Path, default=root / "reports", help="reports (default: reports/)")
 
 
 def register(subparsers) -> None:
