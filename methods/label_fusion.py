@@ -1,0 +1,132 @@
+"""External video-classifier label fusion: the protocol leak of STALE's released code, as a switch.
+
+STALE's released inference relabels detections with the top-1 class of a video classifier trained
+*with full supervision on all classes* (for ActivityNet ``stale_best_score.json``; for THUMOS14
+UntrimmedNet scores). In a zero-shot split that classifier has seen the unseen classes, so the labels
+leak (DESIGN.md §1, pitfall 1): ActivityNet 75/25 Avg mAP is about 24 with it and about 9 without.
+Every output made with it is not zero-shot.
+
+- :func:`fuse_labels` is the released rule, given the classifier's output;
+- :func:`read_external_scores` / :func:`write_external_scores` handle its JSON format,
+  ``{"v_<id>": {"class": name, "score": x}}`` (the ``stale_best_score.json`` format);
+- :func:`train_video_classifier` + :func:`external_video_scores` make such a file for a dataset that
+  has none (the synthetic benchmark): a logistic regression on mean-pooled snippet features,
+  trained on the training subset with the labels of ALL classes. That supervision is the leak,
+  reproduced on purpose.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from benchmark.errors import InputError
+from methods.modules.training import minibatches, seed_everything
+
+NOT_ZERO_SHOT = "not zero-shot: labels fused from an external video classifier trained on all classes"
+
+
+def read_external_scores(path: str | Path) -> dict[str, dict]:
+    """``{video_key: {"class": str, "score": float}}`` from a ``stale_best_score.json``-format file."""
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{path}: cannot read external classifier scores ({type(e).__name__}: {e})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected {{video: {{'class': name, 'score': x}}}}, got {type(raw).__name__}")
+    for vid, entry in raw.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("class"), str)
+                and isinstance(entry.get("score"), (int, float))):
+            raise InputError(f"{path}: video {vid}: expected {{'class': name, 'score': x}}, got {entry!r}")
+    return raw
+
+
+def write_external_scores(path: str | Path, scores: dict[str, dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(scores, indent=0, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def lookup(scores: dict[str, dict], video_id: str) -> dict | None:
+    """The entry of a video: the file's keys are ``v_``-prefixed ActivityNet ids, ours may not be."""
+    return scores.get(f"v_{video_id}", scores.get(video_id))
+
+
+def fuse_labels(detections: dict[str, list[dict]], scores: dict[str, dict]) -> dict[str, list[dict]]:
+    """The released rule: a detection keeps its own label only if its score exceeds the classifier's
+    confidence for the video; otherwise it takes the classifier's top-1 class. Detection scores are
+    products of probabilities and almost never exceed it, so in practice every detection is
+    relabelled. Scores and segments are unchanged; videos the file does not cover keep their labels.
+    """
+    fused = {}
+    for vid, dets in detections.items():
+        entry = lookup(scores, vid)
+        if entry is None:
+            fused[vid] = dets
+            continue
+        fused[vid] = [d if d["score"] > entry["score"] else {**d, "label": entry["class"]} for d in dets]
+    return fused
+
+
+def dominant_class(video) -> str:
+    """The class covering the most of a video (summed instance length), its video-level label."""
+    length: dict[str, float] = {}
+    for inst in video.instances:
+        length[inst.label] = length.get(inst.label, 0.0) + max(inst.end - inst.start, 0.0)
+    return max(sorted(length), key=length.get)
+
+
+def train_video_classifier(features: np.ndarray, labels: np.ndarray, num_classes: int, epochs: int = 100,
+                           lr: float = 0.05, weight_decay: float = 1e-4, batch_size: int = 256,
+                           seed: int = 0) -> torch.nn.Linear:
+    """Multinomial logistic regression on mean-pooled snippet features ``[N, T, D] -> [N, D]``."""
+    generator = seed_everything(seed)
+    pooled = torch.as_tensor(features, dtype=torch.float32).mean(dim=1)
+    model = torch.nn.Linear(pooled.shape[1], num_classes)
+    model.register_buffer("mean", pooled.mean(0))  # standardisation, applied again by classify_videos
+    model.register_buffer("std", pooled.std(0) + 1e-6)
+    x = (pooled - model.mean) / model.std
+    y = torch.as_tensor(labels, dtype=torch.long)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    for _ in range(epochs):
+        for idx in minibatches(len(x), batch_size, generator):
+            loss = F.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return model
+
+
+@torch.no_grad()
+def classify_videos(model: torch.nn.Linear, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(top-1 class index, its softmax probability) per video."""
+    x = (torch.as_tensor(features, dtype=torch.float32).mean(dim=1) - model.mean) / model.std
+    prob, index = model(x).softmax(-1).max(-1)
+    return index.numpy(), prob.numpy()
+
+
+def external_video_scores(dataset, path: str | Path, seed: int = 0, epochs: int = 100) -> Path:
+    """Train the all-class video classifier on ``dataset``'s training subset and write its top-1
+    class for every test-subset video to ``path`` (stale_best_score.json format). THE LEAK: the
+    classifier is supervised with every class, including those a zero-shot split holds out."""
+    from benchmark.data.features import load_features
+
+    classes = dataset.annotations.classes
+    index = {c: k for k, c in enumerate(classes)}
+    train = [v for v in dataset.annotations.subset(dataset.train_subset) if v.instances]
+    test = dataset.annotations.subset(dataset.test_subset)
+    x_train = load_features(dataset.features, [v.id for v in train], dataset.T, dataset.cache_dir)
+    labels = np.array([index[dominant_class(v)] for v in train])
+    model = train_video_classifier(x_train, labels, len(classes), epochs=epochs, seed=seed)
+    x_test = load_features(dataset.features, [v.id for v in test], dataset.T, dataset.cache_dir)
+    top, prob = classify_videos(model, x_test)
+    scores = {f"v_{v.id}": {"class": classes[k], "score": float(p)} for v, k, p in zip(test, top, prob)}
+    return write_external_scores(path, scores)

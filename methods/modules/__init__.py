@@ -1,0 +1,1 @@
+"""Neural building blocks and training utilities shared by several method plugins."""

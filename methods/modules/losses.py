@@ -1,0 +1,69 @@
+"""Losses of mask-based detectors (STALE §3.3), on logits so they stay stable under bf16 autocast."""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def weighted_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE with beta_fg / beta_bg = the inverse proportion of foreground / background entries.
+
+    With beta = N / N_fg (resp. N / N_bg) the sum over all N entries divided by N is the mean loss
+    over foreground entries plus the mean loss over background entries: each side weighs the same
+    whatever the imbalance. An empty side contributes nothing.
+    """
+    fg = target > 0.5
+    n = target.numel()
+    beta = torch.where(fg, n / fg.sum().clamp(min=1), n / (~fg).sum().clamp(min=1))
+    return F.binary_cross_entropy_with_logits(logits, target, weight=beta, reduction="sum") / n
+
+
+def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Binary Dice (Milletari et al. 2016), ``1 - 2 m.g / sum(m^2 + g^2)`` per row, averaged.
+
+    STALE's Eq. 10 prints the ratio without the 2, which would cap the overlap term at 1/2 (the
+    loss could not go below 0.5 for a perfect mask); we use V-Net's definition, which it cites.
+    """
+    inter = (prob * target).sum(-1)
+    return (1 - 2 * inter / ((prob ** 2).sum(-1) + (target ** 2).sum(-1) + eps)).mean()
+
+
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.4) -> torch.Tensor:
+    """STALE Eq. 10 over a batch of 1-D masks ``[..., T]``: weighted BCE + lambda_2 * Dice.
+
+    The BCE covers every mask; Dice only masks with foreground (for an empty target its overlap
+    term is 0 whatever the prediction, so it would only add a constant).
+    """
+    target = target.to(logits.dtype)
+    loss = weighted_bce(logits, target)
+    has_fg = target.amax(-1) > 0.5
+    if has_fg.any():
+        loss = loss + dice_weight * dice_loss(torch.sigmoid(logits[has_fg]), target[has_fg])
+    return loss
+
+
+def completeness_loss(logits: torch.Tensor, fg: torch.Tensor) -> torch.Tensor:
+    """STALE Eq. 11: BCE between the foreground mask L-hat and the ground-truth foreground.
+
+    The printed ``-(g log L + log(g) L)`` is not a valid loss (log 0 on background); the text calls
+    it binary cross-entropy, which is what this is.
+    """
+    return F.binary_cross_entropy_with_logits(logits, fg.to(logits.dtype))
+
+
+def consistency_loss(features: torch.Tensor, cls_score: torch.Tensor, mask_score: torch.Tensor, k: int) -> torch.Tensor:
+    """STALE Eq. 12: ``1 - cos(F_clf, F_mask)`` between the top-k features of two streams.
+
+    ``features`` [B, T, C]; ``cls_score`` / ``mask_score`` [B, T] per-snippet foreground scores of
+    the classification and mask streams, already thresholded (zero below the threshold). Each side
+    is the score-weighted sum of the features of its top-k snippets, so the loss reaches the scores
+    (which snippets each stream ranks high) as well as the features.
+    """
+    k = min(k, features.shape[1])
+
+    def pooled(score: torch.Tensor) -> torch.Tensor:
+        top, index = score.topk(k, dim=1)
+        picked = features.gather(1, index.unsqueeze(-1).expand(-1, -1, features.shape[-1]))
+        return (top.unsqueeze(-1) * picked).sum(1)
+
+    return (1 - F.cosine_similarity(pooled(cls_score), pooled(mask_score), dim=-1, eps=1e-6)).mean()

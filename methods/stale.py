@@ -1,0 +1,482 @@
+"""STALE: zero-shot temporal action detection via vision-language prompting (Nag et al., ECCV 2022).
+
+Read top to bottom; equation numbers are those of the paper (§3, ``shared/papers/stale_eccv2022.md``).
+
+    snippet features X [B, T, D]
+      -> temporal embedding F_vis [B, T, C]                                          (Eq. 1)
+      -> classification stream:
+           representation masking: queries -> decoder -> B_q; L_q = σ(B_q F_vis)     (Eq. 3)
+                                   L̂ = σ(W_q L_q + b_q), binarised at θ_bin -> F_vis^fg (Eq. 4)
+           text: CLIP text encoder over [learnable context; class name] + background (Eq. 2)
+           cross-adaptation: F̂_lan = F_lan + α T_c(F_lan, F_vis^fg, F_vis^fg)       (Eqs. 5-6)
+           classifier: P = F̂_lan (F_vis^fg)ᵀ on l2-normalised vectors              (Eq. 7)
+      -> localisation stream: M = sigmoid(H_m(F_vis)), three dynamic convolutions    (Eq. 8)
+    losses: L_c (Eq. 9) + L_m (Eq. 10) + L_comp (Eq. 11) + L_const (Eq. 12)
+    inference (§3.3): confident snippets -> their masks at thresholds Θ -> segments -> Soft-NMS
+
+This is the paper's model, not the released code's (which uses 1 mask query, plain convolutions,
+an unused prompt and an external classifier; DESIGN.md §1). Where the paper is silent, ambiguous or
+self-contradictory we chose as follows (each also noted where coded):
+- H_m (Eq. 8): at every snippet t the filters of three pointwise 1-D convolution layers are an
+  attention mixture of shared kernels computed from F_vis(t) (Chen et al. 2020), applied along the
+  whole sequence with (i - t)/T as an extra input channel, which gives m_t over all T snippets
+  (methods/modules/dynamic_conv.py says why: without positions, per-location outputs indexed by
+  absolute position cannot be learnt). The softmax temperature is fixed (Chen et al. anneal it);
+- M is stored transposed: ``mask_logits[b, t]`` is the paper's column t, the mask from snippet t;
+- Eq. 3 divides B_q·F_vis by sqrt(C) like attention logits (unscaled, the sigmoid saturates and the
+  masking can die: L̂ stuck at 0.5 keeps no snippet); W_q starts as the mean over queries, so every
+  snippet is kept until L_comp has learnt the foreground;
+- CE (Eq. 9) is averaged over the snippets of F_vis^fg: a snippet the mask leaves out has all-zero
+  logits, a constant loss and no gradient, and would only dilute the average;
+- L_m's BCE (Eq. 10) covers every snippet's mask (background snippets: the empty mask), its Dice
+  term the snippets inside an action; Dice has V-Net's factor 2 (Eq. 10 prints it without);
+- L_comp (Eq. 11) is a plain BCE (as printed it is not a valid loss);
+- L_const (Eq. 12) pools F_vis (not two extra 1-D-conv projections of it, which could meet the loss
+  with constant outputs) over each stream's top-k snippets, weighted by the stream's thresholded
+  scores: a snippet's classification score is its best action-class probability, its mask score
+  the peak of the mask it predicts;
+- the background embedding is a learnable output vector (benchmark.text.prompts.PromptLearner);
+- fine-tuning the text encoder leaves its token-embedding table frozen, and the tower gets no
+  weight decay and its own learning rate (text_lr_scale; 1 in the paper profile);
+- gradients are clipped (grad_clip), as is usual for DETR-style decoders.
+The defaults are sized for the embedded synthetic suite (small, few epochs, higher learning rate);
+``PAPER`` holds the paper's hyper-parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmark.data.targets import instance_snippets
+from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
+from benchmark.harness.registry import ConfigError, Method, register_method
+from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.prompts import PromptLearner, hand_crafted_embeddings
+from methods import label_fusion
+from methods.modules.dynamic_conv import DynamicMaskHead
+from methods.modules.losses import completeness_loss, consistency_loss, mask_loss
+from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
+from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
+
+MASKINGS = ("maskformer", "none", "gt", "cnn_1d")
+TEXT_ENCODERS = ("finetuned", "frozen", "none", "hand_crafted")
+LOGIT_SCALES = ("learnable", "clip")
+LABEL_FUSIONS = ("off", "external")
+
+
+@dataclass(frozen=True)
+class StaleConfig:
+    """Defaults are small and fast (the embedded synthetic suite); ``PAPER`` holds the paper's values."""
+
+    # model (Table 6: temporal_model; Table 4: masking, num_queries; Table 5: text_encoder)
+    temporal_model: str = "transformer"  # transformer | cnn_1d | ms_tcn
+    temporal_layers: int = 1  # transformer encoder layers
+    heads: int = 4
+    dropout: float = 0.0
+    masking: str = "maskformer"  # maskformer | none (all snippets) | gt (oracle) | cnn_1d
+    num_queries: int = 20  # N_z
+    mask_decoder_layers: int = 1
+    text_encoder: str = "finetuned"  # finetuned | frozen (CLIP-text) | none (learned class embeddings) | hand_crafted
+    n_ctx: int = 4  # N̂ learnable context vectors
+    ctx_init: str = ""  # initialise the context from these words instead (sets n_ctx)
+    logit_scale: str = "learnable"  # learnable (initialised at CLIP's) | clip (CLIP's, fixed)
+    alpha_init: float = 1e-3  # Eq. 6
+    dynamic_kernels: int = 4
+    # losses: L = w_cls L_c + w_mask L_m + w_comp L_comp + w_const L_const
+    w_cls: float = 1.0
+    w_mask: float = 1.0
+    w_comp: float = 1.0
+    w_const: float = 1.0
+    dice_weight: float = 0.4  # lambda_2
+    const_topk: int = 10
+    # thresholds
+    theta_bin: float = 0.5  # binarises L̂
+    theta_c: float = 0.1  # class probability (consistency loss and inference)
+    theta_m: float = 0.5  # mask (consistency loss)
+    mask_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Θ
+    top_snippets: int = 10
+    soft_nms_sigma: float = 0.5
+    max_detections: int = 100
+    # training
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    text_lr_scale: float = 0.1  # the text tower's learning rate, relative to lr
+    grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
+    weight_decay: float = 1e-4
+    # protocol (DESIGN.md §1, pitfall 1)
+    label_fusion: str = "off"  # external: relabel with an all-class video classifier -- NOT zero-shot
+    external_scores: str = ""  # JSON path, stale_best_score.json format
+
+    def __post_init__(self):
+        choices = {"temporal_model": tuple(TEMPORAL_MODELS), "masking": MASKINGS, "text_encoder": TEXT_ENCODERS,
+                   "logit_scale": LOGIT_SCALES, "label_fusion": LABEL_FUSIONS}
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"stale: {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+        for key in ("temporal_layers", "heads", "num_queries", "mask_decoder_layers", "n_ctx", "dynamic_kernels",
+                    "const_topk", "top_snippets", "max_detections", "epochs", "batch_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"stale: {key} must be >= 1, got {getattr(self, key)}")
+        thresholds = [("theta_bin", self.theta_bin), ("theta_c", self.theta_c), ("theta_m", self.theta_m)]
+        for key, value in thresholds + [("mask_thresholds", v) for v in self.mask_thresholds]:
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"stale: {key} must be in [0, 1), got {value}")
+        if not self.mask_thresholds:
+            raise ConfigError("stale: mask_thresholds (Θ) is empty")
+        if self.label_fusion == "external" and not self.external_scores:
+            raise ConfigError("stale: label_fusion=external needs external_scores (a stale_best_score.json path)")
+
+
+# The paper's hyper-parameters (§4 "Implementation details"), as overrides of the defaults; the text
+# encoder (CLIP ViT-B/16) and T (100 ActivityNet / 256 THUMOS14) come from the suite's data settings.
+# From the paper: epochs, lr, N_z, one learning rate for everything (text_lr_scale 1). Heads, batch
+# size and weight decay are the released config's; dropout, n_ctx (CoOp's 16) and the layer counts
+# are not given anywhere: our choices.
+_PAPER_COMMON = {"epochs": 15, "num_queries": 20, "text_lr_scale": 1.0, "heads": 4, "batch_size": 100,
+                 "weight_decay": 0.02, "dropout": 0.1, "n_ctx": 16, "temporal_layers": 2, "mask_decoder_layers": 2}
+PAPER = {"activitynet": {**_PAPER_COMMON, "lr": 1e-4}, "thumos14": {**_PAPER_COMMON, "lr": 1e-5}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Text side (Eq. 2): K + 1 class embeddings F_lan
+# ---------------------------------------------------------------------------------------------
+
+class ClassText(nn.Module):
+    """F_lan for a list of class names, in the four ways of Table 5 and a hand-crafted prompt.
+
+    - ``finetuned`` / ``frozen``: CoOp prompt [G_p; G_e^k] through the CLIP text tower, tower
+      trained or not, learnable background (Eq. 2);
+    - ``hand_crafted``: CLIP's template embeddings (frozen tower, templates of the text-encoder
+      config) + a learnable background;
+    - ``none``: one learned embedding per *training* class + background. It cannot name a class it
+      was not trained on: at test time it keeps the test classes it knows, and when it knows none
+      (zero-shot) it predicts with all its training classes, whose labels then count as false
+      positives. That is the honest result of "no text encoder" in zero-shot (Table 5, row 1).
+    """
+
+    def __init__(self, kind: str, tower, names, n_ctx: int, ctx_init: str, templates):
+        super().__init__()
+        self.kind, self.templates = kind, tuple(templates)
+        self.tower = None if kind == "none" else tower
+        if kind in ("finetuned", "frozen"):
+            self.prompts = PromptLearner(tower, names, n_ctx=None if ctx_init else n_ctx, ctx_init=ctx_init or None,
+                                         with_background=True, fine_tune_text=kind == "finetuned")
+            # The vocabulary stays frozen even when fine-tuning: only the seen names' token rows would
+            # move, pulling seen and unseen names apart (and Adam over 49408 rows is most of a step).
+            tower.token_embedding.requires_grad_(False)
+        elif kind == "hand_crafted":
+            tower.requires_grad_(False)
+            self.background = nn.Parameter(torch.randn(tower.embed_dim, device=tower.device) * tower.embed_dim ** -0.5)
+        else:
+            self.vocabulary = tuple(names)
+            rows = torch.randn(len(names) + 1, tower.embed_dim, device=tower.device)
+            self.learned = nn.Parameter(rows * tower.embed_dim ** -0.5)
+        self.set_class_names(names)
+
+    def set_class_names(self, names) -> tuple[str, ...]:
+        """Switch to ``names``; returns the names the K rows of ``forward()`` stand for."""
+        names = tuple(names)
+        if self.kind in ("finetuned", "frozen"):
+            self.prompts.set_class_names(names)
+        elif self.kind == "hand_crafted":
+            self.register_buffer("fixed", hand_crafted_embeddings(self.tower, names, self.templates), persistent=False)
+        else:
+            known = [n for n in names if n in self.vocabulary] or list(self.vocabulary)
+            rows = [self.vocabulary.index(n) for n in known] + [len(self.vocabulary)]
+            self.register_buffer("rows", torch.tensor(rows, device=self.learned.device), persistent=False)
+            names = tuple(known)
+        self.names = names
+        return names
+
+    def forward(self) -> torch.Tensor:  # [K + 1, E], background last
+        if self.kind in ("finetuned", "frozen"):
+            return self.prompts()
+        if self.kind == "hand_crafted":
+            return torch.cat([self.fixed, self.background.unsqueeze(0)])
+        return self.learned[self.rows]
+
+
+# ---------------------------------------------------------------------------------------------
+# Class-agnostic representation masking (Eqs. 3-4) and its 1-D CNN alternative (Table 4)
+# ---------------------------------------------------------------------------------------------
+
+class RepresentationMasking(nn.Module):
+    """N_z queries -> transformer decoder over F_vis -> mask embeddings B_q -> logits of L̂ [B, T]."""
+
+    def __init__(self, dim: int, num_queries: int, heads: int, layers: int, dropout: float):
+        super().__init__()
+        self.queries = nn.Parameter(torch.randn(num_queries, dim) * dim ** -0.5)
+        layer = nn.TransformerDecoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.decoder = nn.TransformerDecoder(layer, layers, norm=nn.LayerNorm(dim))
+        self.mask_embed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))  # "masking projection"
+        self.weigh = nn.Linear(num_queries, 1)  # W_q, b_q: the tiny MLP over queries
+        # start as the mean of L_q, which is > 0, so L̂ > 0.5: every snippet is kept until L_comp has learnt
+        nn.init.constant_(self.weigh.weight, 1 / num_queries)
+        nn.init.zeros_(self.weigh.bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        latent = self.decoder(self.queries.expand(f.shape[0], -1, -1), f)
+        b_q = self.mask_embed(latent)  # B_q [B, N_z, C]
+        l_q = torch.sigmoid(b_q @ f.transpose(1, 2) / math.sqrt(f.shape[-1]))  # Eq. 3 [B, N_z, T], scaled
+        return self.weigh(l_q.transpose(1, 2)).squeeze(-1)  # Eq. 4 before σ, [B, T]
+
+
+class ConvMasking(nn.Module):
+    """Table 4 "1-D CNN": L̂ straight from F_vis by two temporal convolutions, no queries."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv1d(dim, dim, 3, padding=1), nn.ReLU(), nn.Conv1d(dim, 1, 1))
+        nn.init.zeros_(self.net[-1].weight)  # L̂ = σ(1) everywhere at first: every snippet kept, as above
+        nn.init.ones_(self.net[-1].bias)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        return self.net(f.transpose(1, 2)).squeeze(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class StaleOutput:
+    logits: torch.Tensor  # [B, T, K + 1] classification logits, P of Eq. 7 (transposed)
+    mask_logits: torch.Tensor  # [B, T, T]: row t = logits of the mask predicted from snippet t (Eq. 8)
+    fg_logits: torch.Tensor | None  # [B, T] logits of L̂ (Eq. 4); None without a learned masking
+    keep: torch.Tensor  # [B, T] bool, the snippets of F_vis^fg
+    features: torch.Tensor  # [B, T, C] F_vis
+
+
+class StaleModel(nn.Module):
+    def __init__(self, cfg: StaleConfig, feat_dim: int, text: ClassText, dim: int, clip_logit_scale: torch.Tensor):
+        super().__init__()
+        self.cfg = cfg
+        options = {"layers": cfg.temporal_layers, "heads": cfg.heads} if cfg.temporal_model == "transformer" else {}
+        self.temporal = temporal_model(cfg.temporal_model, feat_dim, dim, dropout=cfg.dropout, **options)  # Eq. 1
+        self.text = text  # Eq. 2
+        if cfg.masking == "maskformer":
+            self.masking = RepresentationMasking(dim, cfg.num_queries, cfg.heads, cfg.mask_decoder_layers, cfg.dropout)
+        elif cfg.masking == "cnn_1d":
+            self.masking = ConvMasking(dim)
+        else:
+            self.masking = None
+        # T_c: self-attention over the class texts, co-attention to F_vis^fg, FFN (Eq. 5)
+        self.cross = nn.TransformerDecoderLayer(dim, cfg.heads, 2 * dim, cfg.dropout, batch_first=True, norm_first=True)
+        self.alpha = nn.Parameter(torch.full((dim,), cfg.alpha_init))  # Eq. 6
+        scale = clip_logit_scale.detach().clone().float()
+        if cfg.logit_scale == "learnable":
+            self.logit_scale = nn.Parameter(scale)
+        else:
+            self.register_buffer("logit_scale", scale)
+        self.localiser = DynamicMaskHead(dim, num_kernels=cfg.dynamic_kernels)  # H_m, three dynamic layers (Eq. 8)
+
+    def forward(self, x: torch.Tensor, text: torch.Tensor, fg: torch.Tensor | None = None) -> StaleOutput:
+        """``x`` [B, T, D] snippet features; ``text`` [K + 1, C] = F_lan; ``fg`` [B, T] a given
+        foreground mask (the GT-mask oracle), else the one predicted (or all snippets)."""
+        f = self.temporal(x)  # F_vis, Eq. 1
+        fg_logits = self.masking(f) if self.masking is not None else None
+        if fg is not None:
+            keep = fg.bool()
+        elif fg_logits is not None:
+            keep = torch.sigmoid(fg_logits) > self.cfg.theta_bin  # L̂_bin
+        else:
+            keep = torch.ones(f.shape[:2], dtype=torch.bool, device=f.device)
+        f_fg = f * keep.unsqueeze(-1).to(f.dtype)  # F_vis^fg: snippets outside L̂_bin are zeroed
+        ignore = ~keep & keep.any(1, keepdim=True)  # attend to F_vis^fg only; a video without any attends to all
+        lan = text.to(f.dtype).unsqueeze(0).expand(f.shape[0], -1, -1)
+        lan = lan + self.alpha * self.cross(lan, f_fg, memory_key_padding_mask=ignore)  # Eqs. 5-6
+        scale = self.logit_scale.exp().clamp(max=100)  # as CLIP
+        logits = scale * F.normalize(f_fg, dim=-1) @ F.normalize(lan, dim=-1).transpose(1, 2)  # Eq. 7
+        mask_logits = self.localiser(f)  # Eq. 8 before the sigmoid, transposed: row t = the paper's column t
+        return StaleOutput(logits, mask_logits, fg_logits, keep, f)
+
+
+def build_model(cfg: StaleConfig, tower, classes, feat_dim: int, templates=TextEncoderConfig.templates) -> StaleModel:
+    """STALE for ``classes`` on ``feat_dim``-d features, on the tower's device. The model width C is
+    the text embedding size; with text_encoder=none the tower still sets C and the initial logit scale."""
+    text = ClassText(cfg.text_encoder, tower, classes, cfg.n_ctx, cfg.ctx_init, templates)
+    return StaleModel(cfg, feat_dim, text, tower.embed_dim, tower.logit_scale).to(tower.device)
+
+
+def make_optimizer(cfg: StaleConfig, model: StaleModel) -> torch.optim.Adam:
+    """Adam; the pre-trained text tower learns at its own rate and without weight decay, which would
+    pull every weight of the tower, used or not, towards zero."""
+    tower_ids = {id(p) for p in model.text.tower.parameters()} if model.text.tower is not None else set()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.Adam([
+        {"params": [p for p in trainable if id(p) not in tower_ids], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in trainable if id(p) in tower_ids], "lr": cfg.lr * cfg.text_lr_scale, "weight_decay": 0.0},
+    ], lr=cfg.lr)
+
+
+def train_step(cfg: StaleConfig, model: StaleModel, optimizer, x, cls, fg, masks) -> dict[str, float]:
+    """One optimisation step on a batch; returns the loss terms."""
+    weights = {"cls": cfg.w_cls, "mask": cfg.w_mask, "comp": cfg.w_comp, "const": cfg.w_const}
+    with autocast(x.device):
+        lan = model.text()  # once per step for all K + 1 classes
+        out = model(x, lan, fg if cfg.masking == "gt" else None)
+        losses = stale_losses(cfg, out, cls, fg, masks)
+        loss = sum(weights[k] * v for k, v in losses.items())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:  # the paper is silent; DETR-style decoders are usually trained with clipping
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return {k: v.item() for k, v in losses.items()}
+
+
+def stale_losses(cfg: StaleConfig, out: StaleOutput, cls: torch.Tensor, fg: torch.Tensor,
+                 masks: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The four terms of §3.3 for a batch; ``cls`` [B, T] (background = K), ``fg`` [B, T], ``masks`` [B, T, T]."""
+    kept = out.logits[out.keep].float()
+    losses = {
+        "cls": F.cross_entropy(kept, cls[out.keep]) if len(kept) else out.logits.sum() * 0,  # Eq. 9
+        "mask": mask_loss(out.mask_logits.float(), masks.float(), cfg.dice_weight),  # Eq. 10
+    }
+    if out.fg_logits is not None:
+        losses["comp"] = completeness_loss(out.fg_logits.float(), fg)  # Eq. 11
+    action = out.logits.float().softmax(-1)[..., :-1].amax(-1)  # best action-class probability per snippet
+    peak = torch.sigmoid(out.mask_logits.float()).amax(-1)  # peak of the mask each snippet predicts
+    losses["const"] = consistency_loss(out.features.float(), action * (action > cfg.theta_c),
+                                       peak * (peak > cfg.theta_m), cfg.const_topk)  # Eq. 12
+    return losses
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference (§3.3)
+# ---------------------------------------------------------------------------------------------
+
+def runs(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Maximal runs of True in each row of ``binary`` [R, T] -> (row, start, end), end exclusive."""
+    step = np.diff(np.pad(binary, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    row, start = np.nonzero(step == 1)
+    _, end = np.nonzero(step == -1)  # row-major order: the i-th end closes the i-th start
+    return row, start, end
+
+
+def video_detections(cfg: StaleConfig, probs: np.ndarray, masks: np.ndarray, names, duration: float) -> list[dict]:
+    """Detections of one video from its class probabilities [T, K] and masks [T, T] (§3.3)."""
+    T = probs.shape[0]
+    snippet, label = np.nonzero(probs > cfg.theta_c)  # confident (snippet, class) pairs
+    top = np.argsort(-probs[snippet, label], kind="stable")[:cfg.top_snippets]
+    snippet, label = snippet[top], label[top]
+    if len(snippet) == 0:
+        return []
+    rows = masks[snippet]  # the masks these snippets predict, [n, T]
+    thetas = np.asarray(cfg.mask_thresholds)
+    run_row, start, end = runs((rows[:, None, :] > thetas[None, :, None]).reshape(-1, T))  # at every θ in Θ
+    source = run_row // len(thetas)
+    if len(source) == 0:
+        return []
+    flat = np.append(rows.ravel(), 0.0)  # max of the mask over each run, in one reduceat
+    bounds = np.stack([source * T + start, source * T + end], axis=1).ravel()
+    peak = np.maximum.reduceat(flat, bounds)[::2]
+    score = probs[snippet[source], label[source]] * peak  # class probability x max mask score
+    label = label[source]
+    # one candidate per (segment, class): the best-scoring
+    order = np.lexsort((-score, label, end, start))
+    first = np.r_[True, np.any(np.diff(np.stack([start, end, label])[:, order], axis=1) != 0, axis=0)]
+    pick = order[first]
+    segments = np.stack([start[pick], end[pick]], axis=1)
+    keep, kept = soft_nms(segments, score[pick], cfg.soft_nms_sigma, max_keep=cfg.max_detections)
+    seconds = snippets_to_seconds(segments[keep], T, duration)
+    return [{"segment": [float(s), float(e)], "label": names[k], "score": float(x)}
+            for (s, e), k, x in zip(seconds, label[pick][keep], kept)]
+
+
+def gt_foreground(test_view) -> np.ndarray:
+    """[N, T] ground-truth foreground of the test videos: the GT-mask oracle reads the test GT here."""
+    index = {v.id: n for n, v in enumerate(test_view.videos)}
+    fg = np.zeros((len(test_view.videos), test_view.T), np.float32)
+    gt = test_view.gt
+    for vid, t0, t1 in zip(gt.video, gt.t0, gt.t1):
+        n = index[vid]
+        lo, hi = instance_snippets(t0, t1, test_view.videos[n].duration, test_view.T)
+        fg[n, lo:hi] = 1.0
+    return fg
+
+
+# ---------------------------------------------------------------------------------------------
+# The method plugin
+# ---------------------------------------------------------------------------------------------
+
+@register_method("stale")
+class Stale(Method):
+    Config = StaleConfig
+
+    def __init__(self, config: StaleConfig, context):
+        # the profile's hyper-parameters (a suite's ``hparams``, e.g. epochs) that are config fields override it
+        fields = {f.name for f in dataclasses.fields(config)}
+        hparams = getattr(context, "hparams", None) or {}
+        hparams = {k: type(getattr(config, k))(v) for k, v in hparams.items() if k in fields}
+        super().__init__(dataclasses.replace(config, **hparams), context)
+        self.model: StaleModel | None = None
+        # outputs made with the external classifier are not zero-shot; the harness records these notes
+        self.notes = (label_fusion.NOT_ZERO_SHOT,) if self.config.label_fusion == "external" else ()
+
+    def _log(self, line: str) -> None:
+        getattr(self.context, "log", print)(f"stale: {line}")
+
+    def _text_config(self) -> TextEncoderConfig:
+        text = getattr(self.context, "text_encoder", None)
+        return TextEncoderConfig(**text) if isinstance(text, dict) else text
+
+    def fit(self, train_view) -> None:
+        cfg = self.config
+        device = device_of(self.context)
+        generator = seed_everything(self.context.seed)
+        text_cfg = self._text_config()
+        N, _, D = train_view.features.shape
+        tower = load_text_tower(text_cfg, device)
+        self.model = model = build_model(cfg, tower, train_view.classes, D, text_cfg.templates)
+        optimizer = make_optimizer(cfg, model)
+
+        x = as_tensor(train_view.features, device)  # the whole training set, once
+        targets = train_view.targets
+        cls = as_tensor(targets.cls, device, torch.long)
+        fg = as_tensor(targets.fg, device)
+        masks = as_tensor(targets.masks, device, torch.uint8)
+        model.train()
+        for epoch in range(cfg.epochs):
+            total, steps = {}, 0
+            for idx in minibatches(N, cfg.batch_size, generator):
+                for k, v in train_step(cfg, model, optimizer, x[idx], cls[idx], fg[idx], masks[idx]).items():
+                    total[k] = total.get(k, 0.0) + v
+                steps += 1
+            self._log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"L_{k}={v / steps:.4f}" for k, v in total.items()))
+
+    @torch.no_grad()
+    def predict(self, test_view) -> dict[str, list[dict]]:
+        if self.model is None:
+            raise RuntimeError("stale: predict() before fit()")
+        cfg, model = self.config, self.model
+        device = device_of(self.context)
+        model.eval()
+        names = model.text.set_class_names(test_view.classes)
+        if not set(names) & set(test_view.classes):
+            self._log(f"text_encoder=none has no embedding for the {len(test_view.classes)} test classes: "
+                      f"detections are labelled with its {len(names)} training classes (all false positives)")
+        x = as_tensor(test_view.features, device)
+        fg = as_tensor(gt_foreground(test_view), device) if cfg.masking == "gt" else None  # oracle
+        with autocast(device):
+            lan = model.text()
+        detections = {}
+        for idx in minibatches(len(x), 4 * cfg.batch_size, None, shuffle=False):
+            with autocast(device):
+                out = model(x[idx], lan, None if fg is None else fg[idx])
+            probs = out.logits.float().softmax(-1)[..., :-1].cpu().numpy()
+            masks = torch.sigmoid(out.mask_logits.float()).cpu().numpy()
+            for n, i in enumerate(idx.tolist()):
+                video = test_view.videos[i]
+                detections[video.id] = video_detections(cfg, probs[n], masks[n], names, video.duration)
+        if cfg.label_fusion == "external":
+            self._log(label_fusion.NOT_ZERO_SHOT)
+            detections = label_fusion.fuse_labels(detections, label_fusion.read_external_scores(cfg.external_scores))
+        return detections
