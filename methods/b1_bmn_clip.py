@@ -20,13 +20,12 @@ text as they are; ``projection="linear"`` then learns a linear map into the text
 seen-class GT segments (cross-entropy against the frozen seen-class prompts). With CLIP features
 keep the default ``"identity"``, which is B-I as published.
 
-Profile hyper-parameters (``context.hparams``, :func:`with_hparams`): ``recipe: paper`` applies
-``PAPER`` (the paper-sized BMN), ``epochs`` sets the training schedules (BMN's, and EffPrompt's).
+``PAPER`` is the paper-sized BMN, applied by the harness for the profile's ``recipe: paper``
+(``benchmark.harness.registry.apply_hparams``, which also sets e.g. ``epochs`` on BMN's config).
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,7 +34,7 @@ import torch.nn.functional as F
 from benchmark.evaluation.postprocess import soft_nms
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, Method, register_method
-from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.clip import load_text_tower
 from benchmark.text.prompts import hand_crafted_embeddings
 from methods.bmn import PAPER_BMN, BMNConfig, bmn_proposals, check_bmn_config, fit_bmn
 from methods.modules.grouping import seconds_to_snippets, segment_means, top_k_labels
@@ -59,33 +58,6 @@ class Config(TwoStageConfig):
     projection: str = "identity"  # "identity" (CLIP features) or "linear" (other features, learned on seen classes)
     projection_steps: int = 100  # full-batch Adam steps of the linear map
     projection_lr: float = 1e-2
-
-
-# The paper-sized BMN (B-I has nothing else to size); applied by the profile's ``recipe: paper``.
-PAPER = {"bmn": PAPER_BMN}
-
-
-def with_hparams(config, hparams: dict | None, paper: dict, where: str):
-    """The profile's hyper-parameters over a variant's config: ``recipe: paper`` applies ``paper``;
-    a key naming a Config field replaces it; ``epochs`` also sets BMN's (its lr decay cut to fit)."""
-    hparams = dict(hparams or {})
-    recipe = hparams.pop("recipe", "default")
-    if recipe not in ("default", "paper"):
-        raise ConfigError(f"{where}: unknown recipe {recipe!r} (default | paper)")
-    if recipe == "paper":
-        config = replace(config, **paper)
-    fields = {f.name for f in dataclasses.fields(config)}
-    config = replace(config, **{k: v for k, v in hparams.items() if k in fields})
-    if "epochs" in hparams:
-        epochs = int(hparams["epochs"])
-        bmn = replace(config.bmn, epochs=epochs, decay_epochs=min(config.bmn.decay_epochs, epochs))
-        config = replace(config, bmn=bmn)
-    return config
-
-
-def text_config(spec) -> TextEncoderConfig:
-    """The run's text-encoder config, given as a TextEncoderConfig or as its fields (a dict)."""
-    return spec if isinstance(spec, TextEncoderConfig) else TextEncoderConfig(**spec)
 
 
 def unique_gt_segments(test_view) -> SegmentTable:
@@ -136,10 +108,9 @@ class TwoStage(Method):
     """Proposals -> class probabilities per proposal -> detections. Subclasses provide the classifier:
     ``fit_classifier(train_view)`` and ``segment_probabilities(test_view, table) -> [M, K]``."""
 
-    PAPER: dict = PAPER
+    PAPER = {"bmn": PAPER_BMN}  # the paper-sized BMN (B-I has nothing else to size)
 
     def __init__(self, config: TwoStageConfig, context):
-        config = with_hparams(config, getattr(context, "hparams", None), self.PAPER, self.name)
         if config.proposals not in PROPOSAL_SOURCES:
             raise ConfigError(f"{self.name}: proposals must be one of {', '.join(PROPOSAL_SOURCES)}, "
                               f"got {config.proposals!r}")
@@ -151,7 +122,7 @@ class TwoStage(Method):
         self.tower = None
 
     def fit(self, train_view) -> None:
-        self.tower = load_text_tower(text_config(self.context.text_encoder), device_of(self.context))
+        self.tower = load_text_tower(self.context.text_encoder, device_of(self.context))
         self.fit_classifier(train_view)  # first: a classifier that cannot work fails before BMN trains
         if self.config.proposals == "bmn":
             self.bmn = fit_bmn(train_view, self.config.bmn, self.context)
@@ -230,8 +201,7 @@ class BmnClip(TwoStage):
     Config = Config
 
     def __init__(self, config: Config, context):
-        super().__init__(config, context)  # applies the profile's hyper-parameters
-        config = self.config
+        super().__init__(config, context)
         if config.projection not in ("identity", "linear"):
             raise ConfigError(f"b1_bmn_clip: projection must be 'identity' or 'linear', got {config.projection!r}")
         if config.projection_steps < 1 or config.projection_lr <= 0:
@@ -268,7 +238,7 @@ class BmnClip(TwoStage):
         return weight.detach()
 
     def templates(self) -> tuple[str, ...]:
-        return text_config(self.context.text_encoder).templates
+        return self.context.text_encoder.templates
 
     def class_text(self, classes) -> torch.Tensor:
         return hand_crafted_embeddings(self.tower, classes, self.templates())  # z_k, normalised

@@ -32,14 +32,13 @@ Deviations from DenseCLIP (an image segmenter) and why:
 - class probabilities at test time are the softmax over the K test classes, background left out:
   the localisation head decides foreground, the classifier only which class;
 - defaults are shrunk for the 2-core synthetic suite (``hidden`` 32, one decoder layer of width 32,
-  no dropout, lr 5e-3, 3 epochs); ``PAPER`` restores DenseCLIP's decoder (3 layers, width 256,
+  no dropout, lr 5e-3, 3 epochs); ``PAPER`` (``recipe: paper``) restores DenseCLIP's decoder (3 layers, width 256,
   dropout 0.1), optimiser (AdamW, lr 1e-4, weight decay 1e-4) and STALE's 15 epochs, since STALE
   trained B-II with its own recipe.
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -47,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.harness.registry import ConfigError, Method, register_method
-from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.clip import load_text_tower
 from benchmark.text.prompts import PromptLearner
 from methods.modules.grouping import (boundary_pairs, label_given_segments, segment_means, segments_to_detections,
                                       threshold_runs, top_k_labels, unique_segments)
@@ -88,25 +87,6 @@ class Config:
     top_k_labels: int = 2
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
-
-
-# The paper recipe, as overrides of the defaults: DenseCLIP's context decoder (3 layers of width 256,
-# 4 heads, dropout 0.1), 8 contexts and optimiser (AdamW, lr 1e-4, weight decay 1e-4); STALE's 15
-# epochs and a temporal encoder of CLIP's width. Batch size is in neither paper.
-PAPER = {"hidden": 512, "temporal_heads": 8, "n_ctx": 8, "ctx_init": "", "decoder_width": 256, "decoder_layers": 3,
-         "decoder_heads": 4, "dropout": 0.1, "epochs": 15, "batch_size": 16, "lr": 1e-4, "weight_decay": 1e-4}
-
-
-def with_hparams(config: Config, hparams: dict | None) -> Config:
-    """The profile's hyper-parameters over the config: ``recipe: paper`` applies PAPER, then any key
-    naming a Config field (e.g. ``epochs``) replaces it."""
-    hparams = hparams or {}
-    if hparams.get("recipe", "default") not in ("default", "paper"):
-        raise ConfigError(f"b2_denseclip: unknown recipe {hparams['recipe']!r} (default | paper)")
-    if hparams.get("recipe") == "paper":
-        config = replace(config, **PAPER)
-    fields = {f.name for f in dataclasses.fields(config)}
-    return replace(config, **{k: v for k, v in hparams.items() if k in fields})
 
 
 def check_config(cfg: Config) -> None:
@@ -198,19 +178,19 @@ def localisation_score(loc: np.ndarray, segments: np.ndarray) -> np.ndarray:
     return segment_means(loc[:, 0], segments) * loc[segments[:, 0], 1] * loc[segments[:, 1] - 1, 2]
 
 
-def text_config(spec) -> TextEncoderConfig:
-    """The run's text-encoder config, given as a TextEncoderConfig or as its fields (a dict)."""
-    return spec if isinstance(spec, TextEncoderConfig) else TextEncoderConfig(**spec)
-
-
 @register_method("b2_denseclip")
 class DenseClipBaseline(Method):
     """B-II: dense snippet-text matching with context-aware prompting + class-agnostic localisation."""
 
     Config = Config
+    # The paper recipe, as overrides of the defaults: DenseCLIP's context decoder (3 layers of width 256,
+    # 4 heads, dropout 0.1), 8 contexts and optimiser (AdamW, lr 1e-4, weight decay 1e-4); STALE's 15
+    # epochs and a temporal encoder of CLIP's width. Batch size is in neither paper.
+    PAPER = {"hidden": 512, "temporal_heads": 8, "n_ctx": 8, "ctx_init": "", "decoder_width": 256,
+             "decoder_layers": 3, "decoder_heads": 4, "dropout": 0.1, "epochs": 15, "batch_size": 16, "lr": 1e-4,
+             "weight_decay": 1e-4}
 
     def __init__(self, config: Config, context):
-        config = with_hparams(config, getattr(context, "hparams", None))
         check_config(config)
         super().__init__(config, context)
         self.model: DenseClipTAD | None = None
@@ -218,7 +198,7 @@ class DenseClipBaseline(Method):
     def fit(self, train_view) -> None:
         cfg, device = self.config, device_of(self.context)
         generator = seed_everything(self.context.seed)
-        tower = load_text_tower(text_config(self.context.text_encoder), device)
+        tower = load_text_tower(self.context.text_encoder, device)
         self.model = model = DenseClipTAD(train_view.features.shape[-1], tower, train_view.classes, cfg).to(device)
         targets = train_view.targets
         start, end = boundary_targets(targets.masks, targets.fg, cfg.boundary_radius)

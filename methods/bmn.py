@@ -75,7 +75,7 @@ class BMNConfig:
     max_duration: int = 0  # D in snippets; 0 means T
     # training: fixed schedule, no model selection
     epochs: int = 2
-    decay_epochs: int = 0  # the last epochs run at lr / 10 (paper: 9 epochs, the last 2 decayed)
+    decay_epochs: int = 0  # the last epochs (all, if more than epochs) run at lr / 10 (paper: 9 epochs, the last 2)
     batch_size: int = 16
     lr: float = 4e-3  # paper: 1e-3 over 9 epochs; fewer epochs need a larger step
     weight_decay: float = 1e-4
@@ -98,9 +98,9 @@ def check_bmn_config(cfg: BMNConfig, where: str = "bmn") -> None:
         (cfg.hidden_1d % cfg.groups != 0, f"hidden_1d={cfg.hidden_1d} must be divisible by groups={cfg.groups}"),
         (cfg.num_samples * cfg.samples_per_bin < 2, "num_samples * samples_per_bin must be >= 2"),
         (cfg.boundary_ratio < 0 or cfg.max_duration < 0, "boundary_ratio and max_duration must be >= 0"),
-        (min(cfg.epochs, cfg.batch_size) < 1 or not 0 <= cfg.decay_epochs <= cfg.epochs,
-         f"epochs and batch_size must be >= 1 and decay_epochs in [0, epochs], got {cfg.epochs}, "
-         f"{cfg.batch_size}, {cfg.decay_epochs}"),
+        (min(cfg.epochs, cfg.batch_size) < 1 or cfg.decay_epochs < 0,
+         f"epochs and batch_size must be >= 1 and decay_epochs >= 0, got {cfg.epochs}, {cfg.batch_size}, "
+         f"{cfg.decay_epochs}"),
         (cfg.lr <= 0 or cfg.weight_decay < 0 or cfg.reg_weight < 0, "lr must be > 0, weight_decay and reg_weight >= 0"),
         (not 0 < cfg.peak_fraction <= 1 or cfg.soft_nms_sigma <= 0 or cfg.max_proposals < 1,
          "peak_fraction must be in (0, 1], soft_nms_sigma > 0 and max_proposals >= 1"),
@@ -330,7 +330,7 @@ def train_bmn(features: np.ndarray, instances: np.ndarray, cfg: BMNConfig, seed:
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     model.train()
     for epoch in range(cfg.epochs):
-        if epoch == cfg.epochs - cfg.decay_epochs:
+        if epoch == max(cfg.epochs - cfg.decay_epochs, 0):  # a suite-wide `epochs` may cut below decay_epochs
             for group in optimiser.param_groups:
                 group["lr"] = cfg.lr / 10
         total = 0.0
@@ -455,6 +455,7 @@ def fit_bmn(train_view, cfg: BMNConfig, context) -> TrainedBMN:
     if context.cache_dir is None:
         return TrainedBMN(train(), cfg, None)
     model_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_FIELDS}
+    model_cfg["decay_epochs"] = min(cfg.decay_epochs, cfg.epochs)  # the same schedule, the same model
     key = _digest(CACHE_FORMAT, model_cfg, context.seed, train_view.T, list(train_view.classes),
                   _videos_fingerprint(train_view.videos), train_view.features)
     directory = Path(context.cache_dir) / "bmn" / key

@@ -27,7 +27,6 @@ import torch
 
 from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.clip import class_embeddings, load_text_tower
-from methods.b2_denseclip import text_config
 from methods.modules.grouping import label_given_segments, moving_average, runs, segment_means, segments_to_detections
 
 
@@ -62,7 +61,7 @@ class ClipTrainingFree(Method):
 
     def snippet_probs(self, test_view) -> np.ndarray:
         """[N, T, K] CLIP zero-shot class probabilities of every snippet."""
-        text_cfg = text_config(self.context.text_encoder)
+        text_cfg = self.context.text_encoder
         text = class_embeddings(text_cfg, test_view.classes, self.context.cache_dir)  # [K, E], unit norm
         features = np.asarray(test_view.features, dtype=np.float32)
         if features.shape[-1] != text.shape[1]:

@@ -18,7 +18,7 @@ from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data import zero_shot
 from benchmark.data.zero_shot import Dataset, zero_shot_views
 from benchmark.evaluation.segments import SegmentTable
-from benchmark.harness.registry import ConfigError, MethodContext, get_method, make_config
+from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.text.clip import TextEncoderConfig, load_text_tower
 from methods.b1_bmn_clip import mean_features
 from methods.effprompt import ProposalClassifier, sample_segments
@@ -40,7 +40,7 @@ def synthetic(tmp_path_factory):
     split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
     train, test = zero_shot_views(dataset, split)
     seen = zero_shot.test_view(replace(dataset, test_subset="training"), split.seen)
-    text = json.loads((root / "synthetic.json").read_text())["text_encoder"]
+    text = TextEncoderConfig(**json.loads((root / "synthetic.json").read_text())["text_encoder"])
     return SimpleNamespace(train=train, test=test, seen=seen, text=text)
 
 
@@ -151,7 +151,7 @@ def test_effprompt_shapes_and_finite_loss(synthetic):
     """The real default config on random 512-d features (a projection to the 64-d text space)."""
     torch.manual_seed(0)
     cfg = make_config("effprompt")
-    tower = load_text_tower(TextEncoderConfig(**synthetic.text))
+    tower = load_text_tower(synthetic.text)
     model = ProposalClassifier(512, tower, synthetic.train.classes, cfg)
     logits = model(torch.randn(5, cfg.points, 512), model.prompt())
     assert logits.shape == (5, len(synthetic.train.classes))
@@ -199,11 +199,9 @@ def test_effprompt_heads_must_divide_the_feature_size(synthetic):
 
 def test_profile_hyper_parameters(synthetic):
     """``recipe: paper`` sizes the model as the papers; ``epochs`` sets every schedule, BMN's included."""
-    context = MethodContext(text_encoder=synthetic.text, hparams={"recipe": "paper", "epochs": 1})
-    ep = get_method("effprompt")(make_config("effprompt", {"proposals": "gt"}), context)
+    config = apply_hparams("effprompt", make_config("effprompt", {"proposals": "gt"}), {"recipe": "paper", "epochs": 1})
+    ep = get_method("effprompt")(config, MethodContext(text_encoder=synthetic.text))
     assert (ep.config.n_ctx, ep.config.layers, ep.config.epochs, ep.config.proposals) == (16, 2, 1, "gt")
-    assert (ep.config.bmn.hidden_2d, ep.config.bmn.epochs, ep.config.bmn.decay_epochs) == (128, 1, 1)
-    b1 = get_method("b1_bmn_clip")(make_config("b1_bmn_clip"), MethodContext(hparams={"epochs": 3}))
-    assert b1.config.bmn.epochs == 3 and b1.config.bmn.hidden_2d == make_config("b1_bmn_clip").bmn.hidden_2d
-    with pytest.raises(ConfigError, match="unknown recipe"):
-        get_method("b1_bmn_clip")(make_config("b1_bmn_clip"), MethodContext(hparams={"recipe": "fast"}))
+    assert (ep.config.bmn.hidden_2d, ep.config.bmn.epochs) == (128, 1)  # decay_epochs 2 > 1: BMN's one epoch decays
+    b1 = apply_hparams("b1_bmn_clip", make_config("b1_bmn_clip"), {"epochs": 3})
+    assert b1.bmn.epochs == 3 and b1.bmn.hidden_2d == make_config("b1_bmn_clip").bmn.hidden_2d

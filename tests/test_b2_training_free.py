@@ -15,11 +15,11 @@ from benchmark.data import zero_shot
 from benchmark.data.zero_shot import Dataset, zero_shot_views
 from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.segments import SegmentTable
-from benchmark.harness.registry import ConfigError, MethodContext, get_method, make_config
+from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.perf.bench_b2 import random_views
 from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from benchmark.text.tiny import make_tiny_clip
-from methods.b2_denseclip import PAPER, boundary_targets
+from methods.b2_denseclip import DenseClipBaseline, boundary_targets
 from methods.modules import grouping
 
 torch.set_num_threads(1)
@@ -34,8 +34,10 @@ def context(text, tmp_path=None, **kw):
     return MethodContext(text_encoder=text, cache_dir=tmp_path, log=lambda _: None, **kw)
 
 
-def build(name, text, overrides=None, **kw):
-    return get_method(name)(make_config(name, overrides or {}), context(text, **kw))
+def build(name, text, overrides=None, hparams=None, **kw):
+    """The method as the runner builds it: variant overrides, then the profile's hyper-parameters."""
+    config = apply_hparams(name, make_config(name, overrides or {}), hparams or {})
+    return get_method(name)(config, context(text, **kw))
 
 
 def as_table(detections) -> SegmentTable:
@@ -111,7 +113,7 @@ def test_b2_shapes_and_finite_losses(tiny_text, overrides, D):
 
 def test_b2_paper_recipe(tiny_text):
     method = build("b2_denseclip", tiny_text, hparams={"recipe": "paper", "epochs": 1})
-    assert method.config.epochs == 1 and method.config.decoder_width == PAPER["decoder_width"] == 256
+    assert method.config.epochs == 1 and method.config.decoder_width == DenseClipBaseline.PAPER["decoder_width"] == 256
     train, _ = random_views(2, 1, 2, 1, T=16)
     method.fit(train)
     assert len(method.model.context_decoder.layers) == 3 and method.model.prompt.n_ctx == 8
@@ -213,7 +215,7 @@ def test_both_methods_on_the_synthetic_benchmark(tmp_path):
     split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
     train, test = zero_shot_views(dataset, split)
     manifest = json.loads((root / "synthetic.json").read_text())["text_encoder"]
-    text = {"model": manifest["model"], "pretrained": manifest["pretrained"]}  # as a suite passes it: a dict
+    text = TextEncoderConfig(model=manifest["model"], pretrained=manifest["pretrained"])
     for name in ("b2_denseclip", "clip_training_free"):
         method = build(name, text, tmp_path=tmp_path, hparams={"recipe": "default", "epochs": 1})
         method.fit(train)

@@ -93,7 +93,7 @@ def test_real_configs_shapes_and_finite_loss(cfg, in_dim, batch):
 
 
 def test_bad_config_values_give_one_line_errors():
-    for bad in (dict(hidden_1d=30), dict(num_samples=0), dict(decay_epochs=9), dict(peak_fraction=0.0)):
+    for bad in (dict(hidden_1d=30), dict(num_samples=0), dict(decay_epochs=-1), dict(peak_fraction=0.0)):
         with pytest.raises(ConfigError) as err:
             check_bmn_config(replace(BMNConfig(), **bad))
         assert "\n" not in str(err.value)
@@ -157,6 +157,18 @@ def test_training_is_deterministic_and_proposals_bounded():
     counts = np.unique(tables[0].video, return_counts=True)[1]
     assert counts.max() <= 20 and np.all(tables[0].t1 > tables[0].t0) and np.all(tables[0].label == "")
     assert np.all((tables[0].t0 >= 0) & (tables[0].t1 <= 32))
+
+
+def test_decay_beyond_the_schedule_decays_every_epoch(tmp_path: Path):
+    """A suite-wide ``epochs`` below the paper's decay_epochs: every epoch decays, one model for both configs."""
+    view = ToyView(*toy_videos(8, 16, 8, seed=3))
+    short, beyond = replace(TINY, epochs=1, decay_epochs=1), replace(TINY, epochs=1, decay_epochs=5)
+    tables = [bmn_proposals(fit_bmn(view, cfg, context()), view) for cfg in (short, beyond)]
+    np.testing.assert_array_equal(tables[0].score, tables[1].score)
+    lines = []
+    for cfg in (short, beyond):
+        fit_bmn(view, cfg, context(tmp_path, lines.append))
+    assert sum("loaded" in line for line in lines) == 1
 
 
 def test_cache_trains_once_per_training_set(tmp_path: Path):

@@ -1,4 +1,4 @@
-"""Method registry: registration, variant overrides (one-line errors), hooks, discovery."""
+"""Method registry: registration, variant overrides (one-line errors), profile hyper-parameters, hooks, discovery."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,7 +8,8 @@ import pytest
 
 from benchmark.harness import registry
 from benchmark.harness.cli import main
-from benchmark.harness.registry import ConfigError, Method, get_method, list_methods, make_config, register_method
+from benchmark.harness.registry import (ConfigError, Method, apply_hparams, get_method, list_methods, make_config,
+                                        register_method)
 
 
 @pytest.fixture(autouse=True)
@@ -24,6 +25,7 @@ def _register(name: str):
     @dataclass(frozen=True)
     class Decoder:
         layers: int = 1
+        epochs: int = 2
 
     @register_method(name)
     class Fake(Method):
@@ -36,6 +38,7 @@ def _register(name: str):
             fine_tune: bool = True
             init: str | None = None
             decoder: Decoder = field(default_factory=Decoder)
+            epochs: int = 10
 
         def fit(self, train_view):
             pass
@@ -75,6 +78,49 @@ def test_wrong_type_is_rejected(overrides):
     _register("fake")
     with pytest.raises(ConfigError, match=list(overrides)[0]):
         make_config("fake", overrides)
+
+
+def test_paper_recipe_applies_the_class_overrides_nested_fields_included():
+    fake = _register("fake")
+    default = make_config("fake")
+    fake.PAPER = {"num_queries": 5, "decoder": dataclasses.replace(default.decoder, layers=3)}  # an instance
+    cfg = apply_hparams("fake", default, {"recipe": "paper"})
+    assert (cfg.num_queries, cfg.decoder.layers, cfg.lr) == (5, 3, default.lr)
+    fake.PAPER = {"decoder": {"layers": 4}}  # or a dict
+    assert apply_hparams("fake", default, {"recipe": "paper"}).decoder.layers == 4
+    assert apply_hparams("fake", default, {"recipe": "default"}) == apply_hparams("fake", default, {}) == default
+
+
+def test_paper_recipe_per_dataset():
+    fake = _register("fake")
+    fake.PAPER = {"activitynet": {"lr": 1e-4}, "thumos14": {"lr": 1e-5, "num_queries": 7}}
+    cfg = apply_hparams("fake", make_config("fake"), {"recipe": "paper"}, "thumos14")
+    assert (cfg.lr, cfg.num_queries) == (1e-5, 7)
+    assert apply_hparams("fake", make_config("fake"), {"recipe": "paper"}, "activitynet").lr == 1e-4
+    with pytest.raises(ConfigError, match="per dataset"):
+        apply_hparams("fake", make_config("fake"), {"recipe": "paper"}, "synthetic")
+
+
+def test_a_suite_wide_key_sets_every_field_of_its_name():
+    _register("fake")
+    cfg = apply_hparams("fake", make_config("fake", {"decoder": {"layers": 3}}),
+                        {"recipe": "paper", "epochs": 1, "lr": "1e-4"})  # no PAPER: recipe paper keeps defaults
+    assert (cfg.epochs, cfg.decoder.epochs, cfg.decoder.layers, cfg.lr) == (1, 1, 3, 1e-4)
+    assert isinstance(cfg.lr, float)
+    with pytest.raises(ConfigError, match="decoder.epochs"):
+        apply_hparams("fake", make_config("fake"), {"epochs": "many"})
+
+
+def test_unknown_recipe_is_a_one_line_error():
+    _register("fake")
+    with pytest.raises(ConfigError) as e:
+        apply_hparams("fake", make_config("fake"), {"recipe": "fast"})
+    assert "\n" not in str(e.value) and "'fake'" in str(e.value) and "'fast'" in str(e.value)
+
+
+def test_a_key_naming_no_field_is_ignored():
+    _register("fake")
+    assert apply_hparams("fake", make_config("fake"), {"warmup": 5, "schedule": "cosine"}) == make_config("fake")
 
 
 def test_config_must_be_a_frozen_dataclass():

@@ -14,9 +14,9 @@ How a video is made (all draws from one seeded generator):
   ``u_c`` a class-specific residual that no text can predict. ``A`` is learnable from seen classes
   and transfers to unseen ones, so zero-shot transfer is possible *only through the text side*;
   ``u_c`` caps how well it can work (closed-set training sees it, zero-shot cannot);
-- frames: a per-video scene vector (nuisance), a shared "person moving" vector at random strength
-  (actionless motion in background stretches), AR(1) noise, a modality-gap offset, and inside each
-  instance the instance's signature (``s_c`` plus instance jitter) with a ramp over a few frames at
+- frames: a per-video scene vector (nuisance), a shared "person moving" vector (strong inside
+  actions, at a random weaker strength in background stretches: actionness is learnable but not
+  trivial), AR(1) noise, a modality-gap offset, and inside each instance the instance's signature (``s_c`` plus instance jitter) with a ramp over a few frames at
   each boundary (blurred boundaries);
 - structure: log-normal durations like ActivityNet's, 1-3 instances a video (median instance about
   a third of its video), background between them, mostly one class per video.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 # Class names are phrases so that similar names share tokens (and so, through the text encoder,
 # similar signatures) as real action names do.
@@ -56,9 +56,9 @@ class SynthConfig:
     rotation: float = 0.6  # share of A that rotates away from the text space (0: features = text)
     residual: float = 0.6  # gamma: class-specific signature part no text predicts
     instance_jitter: float = 0.35
-    scene: float = 0.9  # per-video nuisance strength
-    motion: float = 0.5  # "person moving" in background stretches
-    noise: float = 0.55
+    scene: float = 0.8  # per-video nuisance strength
+    motion: float = 0.6  # "person moving": stronger inside actions, present in background too
+    noise: float = 0.45
     gap: float = 0.5  # modality-gap offset shared by every visual feature
     blur_frames: float = 3.0
     frames_per_second: float = 1.0  # raw feature rows per second of video (T_raw varies with duration)
@@ -66,7 +66,7 @@ class SynthConfig:
 
 PROFILES = {
     "smoke": SynthConfig(classes=20, train_videos=120, val_videos=60),
-    "default": SynthConfig(),
+    "default": SynthConfig(train_videos=800, val_videos=400),
     "large": SynthConfig(classes=200, train_videos=10000, val_videos=5000),
 }
 
@@ -123,13 +123,13 @@ def _video(duration: float, instances, signatures, motion_vec, cfg, rng) -> np.n
         noise[t] = 0.7 * noise[t - 1] + np.sqrt(1 - 0.7**2) * rng.standard_normal(d)
     scene = cfg.scene * _unit(rng.standard_normal(d))
     x = scene + cfg.noise * noise / np.sqrt(d) * 4 + cfg.gap * motion_vec[1]
-    x += cfg.motion * rng.uniform(0.3, 1.0) * motion_vec[0]
+    x += cfg.motion * rng.uniform(0.0, 0.6) * motion_vec[0]  # some movement in background stretches too
     blur = cfg.blur_frames * duration / t_raw
-    amplitude = rng.uniform(0.8, 1.4)
+    amplitude = rng.uniform(0.9, 1.5)
     for start, end, label in instances:
         ramp = 1 / (1 + np.exp(-(times - start) / (blur / 3))) * 1 / (1 + np.exp((times - end) / (blur / 3)))
         signature = _unit(signatures[label] + cfg.instance_jitter * _unit(rng.standard_normal(d)))
-        x += amplitude * ramp[:, None] * signature
+        x += ramp[:, None] * (amplitude * signature + cfg.motion * motion_vec[0])
     return x.astype(np.float32)
 
 

@@ -13,8 +13,11 @@ A method is one class in one file of the ``methods`` package::
         def predict(self, test_view): ...
 
 A suite variant is a dict of overrides of ``Config``'s defaults (``make_config``); an unknown key is
-a one-line error naming the method, the variant and the key. Views are opaque here: they are
-defined by ``benchmark.data.zero_shot`` (TrainView, TestView) and handed through untouched.
+a one-line error naming the method, the variant and the key. The suite's profile hyper-parameters
+(``hparams``: ``recipe: default | paper`` and suite-wide keys such as ``epochs``) then go over the
+variant's config (``apply_hparams``): ``recipe: paper`` applies the class's ``PAPER`` overrides.
+Methods never read ``hparams`` themselves. Views are opaque here: they are defined by
+``benchmark.data.zero_shot`` (TrainView, TestView) and handed through untouched.
 """
 from __future__ import annotations
 
@@ -23,14 +26,19 @@ import importlib
 import pkgutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from benchmark.errors import InputError
+
+if TYPE_CHECKING:  # benchmark.text.clip loads open_clip and torch: not needed to register methods
+    from benchmark.text.clip import TextEncoderConfig
 
 # ActivityNet result format: {video_id: [{"segment": [start_s, end_s], "label": name, "score": x}]}
 Detections = dict[str, list[dict]]
 
 HOOKS = ("proposals", "classify_segments")
+RECIPES = ("default", "paper")
+PAPER_DATASETS = ("activitynet", "thumos14")  # a PAPER keyed by these names holds one recipe per dataset
 
 
 class ConfigError(InputError):
@@ -43,10 +51,9 @@ class MethodContext:
 
     device: str = "cpu"
     seed: int = 0
-    text_encoder: Any = None  # the run's text-encoder config (benchmark.text), or its fields as a dict
+    text_encoder: TextEncoderConfig | None = None  # the run's text encoder
     cache_dir: Path | None = None  # per-run cache shared by jobs (e.g. text embeddings)
     job_dir: Path | None = None
-    hparams: dict = dataclasses.field(default_factory=dict)  # profile hyper-parameters, e.g. epochs
     log: Callable[[str], None] = print
 
 
@@ -58,9 +65,14 @@ class Method:
     - ``proposals(test_view) -> {video_id: [{"segment": [s, e], "score": x}]}`` (class-agnostic);
     - ``classify_segments(test_view, segments) -> Detections`` for given ``{video_id: [[s, e], ...]}``.
     ``capabilities()`` says which hooks a class implements.
+
+    ``PAPER``: the paper's recipe as overrides of ``Config`` (nested dataclass fields as dicts or as
+    instances), or one such dict per dataset (``{"activitynet": {...}, "thumos14": {...}}``);
+    ``recipe: paper`` applies it (``apply_hparams``).
     """
 
     name: ClassVar[str] = ""
+    PAPER: ClassVar[dict] = {}
 
     @dataclass(frozen=True)
     class Config:
@@ -146,6 +158,49 @@ def make_config(method: str, overrides: dict | None = None, variant: str = "defa
     """The method's default ``Config`` with a variant's ``overrides`` applied (nested for dataclass fields)."""
     cls = get_method(method)
     return _override(cls.Config(), overrides or {}, f"method {method!r}, variant {variant!r}", "")
+
+
+def apply_hparams(method: str, config, hparams: dict, dataset: str | None = None):
+    """The profile's hyper-parameters over a variant's ``config``.
+
+    ``recipe`` (default | paper): ``paper`` applies the class's ``PAPER`` overrides (its entry for
+    ``dataset`` when ``PAPER`` is keyed by dataset; a method without ``PAPER`` keeps its defaults).
+    Every other key sets every field of that name, at the top level or in a nested dataclass config
+    (``epochs`` reaches B-I's ``bmn.epochs`` and STALE's ``epochs`` alike). hparams are suite-wide and
+    not every method has every key, so a key that names no field anywhere is ignored.
+    """
+    hparams = dict(hparams or {})
+    recipe = hparams.pop("recipe", "default")
+    if recipe not in RECIPES:
+        raise ConfigError(f"method {method!r}: unknown recipe {recipe!r} ({' | '.join(RECIPES)})")
+    if recipe == "paper":
+        config = _override(config, _paper(method, dataset), f"method {method!r}, recipe 'paper'", "")
+    return _set_everywhere(config, hparams, f"method {method!r}, hparams", "")
+
+
+def _paper(method: str, dataset: str | None = None) -> dict:
+    """The class's ``PAPER`` for ``dataset`` as plain overrides (dataclass instances become dicts)."""
+    paper = get_method(method).PAPER
+    if paper and set(paper) <= set(PAPER_DATASETS):
+        if dataset not in paper:
+            raise ConfigError(f"method {method!r}: recipe 'paper' is per dataset ({', '.join(paper)}), "
+                              f"got dataset {dataset!r}")
+        paper = paper[dataset]
+    return {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in paper.items()}
+
+
+def _set_everywhere(config, values: dict, where: str, prefix: str):
+    """Set every field named in ``values``, in ``config`` and in its nested dataclass configs."""
+    changes = {}
+    for f in dataclasses.fields(config):
+        current = getattr(config, f.name)
+        if f.name in values:
+            changes[f.name] = (_override(current, values[f.name], where, f"{prefix}{f.name}.")
+                               if dataclasses.is_dataclass(current)
+                               else _coerce(current, values[f.name], where, prefix + f.name))
+        elif dataclasses.is_dataclass(current):
+            changes[f.name] = _set_everywhere(current, values, where, f"{prefix}{f.name}.")
+    return dataclasses.replace(config, **changes)
 
 
 def config_dict(config) -> dict:

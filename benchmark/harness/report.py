@@ -52,6 +52,41 @@ def register_figure(name: str):
     return wrap
 
 
+def _setting_rows(frame: pd.DataFrame, fig: dict) -> pd.DataFrame:
+    return frame[frame["setting"] == fig.get("setting", frame["setting"].iloc[0])]
+
+
+@register_figure("error_propagation")
+def _error_propagation(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
+    """Average mAP per method: as run, with GT localisation (its classifier), with GT labels (its segments)."""
+    from benchmark.evaluation.plots import plot_error_propagation
+
+    settings = {"predicted": "record:mAP_avg", "GT localisation": "record:gt_localisation/mAP_avg",
+                "GT labels": "record:gt_labels/mAP_avg"}
+    rows = _setting_rows(frame, fig)
+    data = pd.concat([pd.DataFrame({"method": rows["row"], "setting": name, "average": rows.get(col, math.nan) / 100})
+                      for name, col in settings.items()]).dropna()
+    setting = fig.get("setting", "")
+    return list(plot_error_propagation(data, stem, f"Error propagation {setting} ({source})"))
+
+
+@register_figure("noise_curve")
+def _noise_curve(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
+    """Average mAP of each method's classifier on GT segments jittered to tIoU 1.0 ... 0.5."""
+    from benchmark.evaluation.diagnostics import NOISE_LEVELS
+    from benchmark.evaluation.plots import plot_noise_curve
+
+    rows = _setting_rows(frame, fig)
+    parts = []
+    for level in NOISE_LEVELS:
+        col = "record:gt_localisation/mAP_avg" if level == 1.0 else f"record:noise@{level:g}/mAP_avg"
+        if col in rows:
+            parts.append(pd.DataFrame({"method": rows["row"], "level": level, "average": rows[col] / 100}))
+    data = pd.concat(parts).dropna() if parts else pd.DataFrame(columns=["method", "level", "average"])
+    setting = fig.get("setting", "")
+    return list(plot_noise_curve(data, stem, f"Localisation noise {setting} ({source})"))
+
+
 @register_figure("split_metric")
 def _split_metric(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
     """One dot per split and row with the mean and its 95% CI, for one metric and one setting."""
@@ -110,9 +145,12 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
             rec = ok.get(h)
             line = {"row": row.label, "method": row.method, "variant": row.variant, "setting": setting,
                     "split": spec["split"]["index"], "seed": spec["seed"], "status": last[h]["status"] if h in last else "missing"}
+            scale = suite.report["metric_scale"]
+            # every recorded metric (analyses too, for the figures); the table's own under the row's prefix
+            line |= {f"record:{k}": float(v) * scale for k, v in (rec["metrics"] if rec else {}).items()}
             for m in table.metrics:
-                value = rec["metrics"].get(m) if rec else None
-                line[m] = math.nan if value is None else float(value) * suite.report["metric_scale"]
+                value = rec["metrics"].get(row.metrics_from + m) if rec else None
+                line[m] = math.nan if value is None else float(value) * scale
             data = (rec or {"spec": spec})["spec"]["data"]
             line["data"] = describe_data(data, spec["dataset"])
             line["source"] = f"{data['source']} data"

@@ -33,6 +33,7 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
         rows:
           - {label: No mask, method: stale, variant: mask_none, paper: [table4_representation_masking, no_mask]}
           - {label: clean, method: stale, protocol: {external_classifier: stale_best_score}}
+          - {label: STALE GT labels, method: stale, metrics_from: gt_labels/}   # an analysis of the same jobs
     figures:                             # optional, builders registered in benchmark.harness.report
       - {name: table1_bars, builder: metric_bars, table: table1, metric: mAP_avg, description: one line}
     profiles:                            # deep-merged over everything above (mappings merge, lists replace)
@@ -81,7 +82,7 @@ _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "split
              "protocol", "run", "methods", "tables", "figures", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
                "seeds", "hparams", "compare", "enabled")
-_ROW_KEYS = ("label", "method", "variant", "paper", "protocol")
+_ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from")
 
 
 class SuiteError(InputError):
@@ -95,6 +96,8 @@ class Row:
     variant: str
     paper: tuple | None  # key path into the paper reference file
     protocol: dict  # overrides of the suite's protocol switches
+    # read the job's metrics under this prefix (an analysis of the same jobs, e.g. "gt_labels/")
+    metrics_from: str = ""
 
 
 @dataclass(frozen=True)
@@ -355,8 +358,12 @@ def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
     paper = r.get("paper")
     if paper is not None and (not isinstance(paper, list) or not all(isinstance(p, str) for p in paper)):
         check.fail(f"{where}.paper", f"expected a key path (list of strings), got {paper!r}")
+    prefix = r.get("metrics_from", "")
+    if not isinstance(prefix, str):
+        check.fail(f"{where}.metrics_from", f"expected a metric prefix such as 'gt_labels/', got {prefix!r}")
     return Row(label=str(r.get("label", f"{method}/{variant}")), method=method, variant=variant,
-               paper=tuple(paper) if paper else None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"))
+               paper=tuple(paper) if paper else None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"),
+               metrics_from=prefix)
 
 
 def _figures(m: dict, tables: set[str], check: _Checker) -> tuple[dict, ...]:
