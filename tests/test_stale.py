@@ -2,7 +2,6 @@
 signals, overfitting, the GT-mask oracle, determinism, label fusion and config errors."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
@@ -14,14 +13,15 @@ from benchmark.data.targets import snippet_targets
 from benchmark.data import zero_shot
 from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.segments import SegmentTable
-from benchmark.harness.registry import ConfigError, MethodContext, get_method, make_config
-from benchmark.text.clip import load_text_tower
+from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
+from benchmark.text.clip import TextEncoderConfig, load_text_tower
 from benchmark.text.tiny import make_tiny_clip
 from methods import label_fusion
 from methods.modules.dynamic_conv import DynamicMaskHead
 from methods.modules.losses import completeness_loss, consistency_loss, dice_loss, mask_loss, weighted_bce
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
-from methods.stale import StaleConfig, build_model, runs, stale_losses, video_detections
+from methods.stale import (StaleConfig, build_model, make_optimizer, make_scheduler, runs, stale_losses,
+                           video_detections)
 
 torch.set_num_threads(1)
 
@@ -83,7 +83,7 @@ def train_as_test(train: zero_shot.TrainView) -> zero_shot.TestView:
 
 
 def context(text_cfg, seed=0, logs=None) -> MethodContext:
-    return MethodContext(seed=seed, text_encoder=dataclasses.asdict(text_cfg),
+    return MethodContext(seed=seed, text_encoder=text_cfg,
                          log=(logs.append if logs is not None else lambda line: None))
 
 
@@ -216,7 +216,8 @@ def test_gradient_reaches_the_prompt_and_the_tower_only_when_fine_tuned(text_cfg
 
 def test_stale_overfits_a_tiny_seen_class_training_set(text_cfg):
     train, _ = views(n_train=16)
-    _, detections = fit_predict(text_cfg, train, train_as_test(train), epochs=60, batch_size=8)
+    _, detections = fit_predict(text_cfg, train, train_as_test(train), epochs=60, batch_size=8, lr=3e-3,
+                                schedule="constant", mask_hidden=8)
     result = evaluate_detection(train_as_test(train).gt, detections_table(detections), [0.5])
     assert result.map[0] > 0.9, result.map
 
@@ -225,7 +226,8 @@ def test_gt_mask_oracle_scores_at_least_the_predicted_mask(text_cfg):
     train, test = views(n_train=16, n_test=12, noise=0.6, seed=1)
     scores = {}
     for masking in ("maskformer", "gt"):
-        _, detections = fit_predict(text_cfg, train, test, masking=masking, epochs=6, batch_size=8, lr=3e-3)
+        _, detections = fit_predict(text_cfg, train, test, masking=masking, epochs=6, batch_size=8, lr=3e-3,
+                                    schedule="constant", mask_hidden=8)
         scores[masking] = evaluate_detection(test.gt, detections_table(detections), [0.5, 0.75]).average
     assert scores["gt"] >= scores["maskformer"], scores
 
@@ -304,12 +306,38 @@ def test_all_class_video_classifier_learns_the_leak_and_stale_fuses_it(text_cfg,
     train, test = views(n_train=8, test_classes=UNSEEN)
     leaked = {f"v_{v.id}": {"class": "folding a box", "score": 1.0} for v in test.videos}
     path = label_fusion.write_external_scores(tmp_path / "scores.json", leaked)
-    method, detections = fit_predict(text_cfg, train, test, epochs=2, masking="none",
+    method, detections = fit_predict(text_cfg, train, test, epochs=2, masking="none", lr=3e-3, schedule="constant",
                                      label_fusion="external", external_scores=str(path))
     assert {d["label"] for dets in detections.values() for d in dets} == {"folding a box"}
     assert method.notes == (label_fusion.NOT_ZERO_SHOT,)
     clean, _ = fit_predict(text_cfg, train, test, epochs=1)
     assert clean.notes == ()
+
+
+def test_cross_adaptation_runs_the_text_self_attention_once_yet_equals_the_decoder_layer(text_cfg):
+    train, _ = views(n_train=3)
+    model = build_model(make_config("stale", {}), load_text_tower(text_cfg), train.classes, D).eval()
+    lan = torch.randn(1, len(train.classes) + 1, 64)
+    f_fg = torch.randn(3, T, 64)
+    ignore = torch.rand(3, T) > 0.5
+    full = model.cross(lan.expand(3, -1, -1), f_fg, memory_key_padding_mask=ignore)
+    torch.testing.assert_close(model.cross_adapt(lan, f_fg, ignore), full)
+
+
+def test_onecycle_warms_up_to_each_groups_lr_and_anneals(text_cfg):
+    train, _ = views(n_train=3)
+    cfg = make_config("stale", {"lr": 1e-2, "text_lr_scale": 0.1})
+    model = build_model(cfg, load_text_tower(text_cfg), train.classes, D)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer, 20)
+    seen = []
+    for _ in range(20):
+        seen.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    seen = np.array(seen)
+    np.testing.assert_allclose(seen.max(0), [1e-2, 1e-3], rtol=1e-3)
+    assert seen[0, 0] < 1e-3 and seen[-1, 0] < 1e-4
 
 
 # -- configuration -------------------------------------------------------------------------------
@@ -323,6 +351,8 @@ def test_all_class_video_classifier_learns_the_leak_and_stale_fuses_it(text_cfg,
     ({"mask_thresholds": [0.2, 1.2]}, "mask_thresholds must be in"),
     ({"label_fusion": "external"}, "needs external_scores"),
     ({"epochs": "many"}, "expects int"),
+    ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"mask_hidden": 0}, "mask_hidden must be >= 1"),
 ])
 def test_bad_config_values_fail_with_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -330,10 +360,15 @@ def test_bad_config_values_fail_with_one_line(overrides, message):
     assert "\n" not in str(error.value)
 
 
-def test_hyper_parameters_from_the_profile_override_the_config(text_cfg):
-    profile = dataclasses.replace(context(text_cfg), hparams={"epochs": 15, "lr": "1e-4", "other": 1})
-    method = get_method("stale")(StaleConfig(), profile)
-    assert method.config.epochs == 15 and method.config.lr == 1e-4
+def test_hyper_parameters_from_the_profile_override_the_config():
+    config = apply_hparams("stale", StaleConfig(), {"epochs": 15, "lr": "1e-4", "other": 1})
+    assert config.epochs == 15 and config.lr == 1e-4
+
+
+def test_paper_recipe_is_per_dataset():
+    thumos = apply_hparams("stale", StaleConfig(), {"recipe": "paper", "epochs": 2}, "thumos14")
+    assert (thumos.lr, thumos.num_queries, thumos.n_ctx, thumos.epochs) == (1e-5, 20, 16, 2)  # epochs: the profile's
+    assert apply_hparams("stale", StaleConfig(), {"recipe": "paper"}, "activitynet").lr == 1e-4
 
 
 # -- end to end on the embedded synthetic benchmark ----------------------------------------------
@@ -351,7 +386,7 @@ def test_end_to_end_on_the_synthetic_smoke_benchmark(tmp_path):
     dataset = zero_shot.Dataset("synthetic", annotations, features, 100, "training", "validation", synthetic=True)
     split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
     train, test = zero_shot.zero_shot_views(dataset, split)
-    text = {k: manifest["text_encoder"][k] for k in ("model", "pretrained")}
+    text = TextEncoderConfig(**{k: manifest["text_encoder"][k] for k in ("model", "pretrained")})
     method = get_method("stale")(make_config("stale", {"epochs": 1}),
                                  MethodContext(seed=0, text_encoder=text, log=lambda line: None))
     method.fit(train)

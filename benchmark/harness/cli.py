@@ -24,6 +24,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--annotations", type=Path, help="real data: annotation file (with --features)")
     p.add_argument("--features", type=Path, help="real data: feature folder or HDF5 file (with --annotations)")
     p.add_argument("--split-lists", type=Path, help="import the class splits from these published lists")
+    p.add_argument("--clip-model", default="ViT-B-16",
+                   help="real data: open_clip model name or model-config JSON of the text tower (default ViT-B-16)")
+    p.add_argument("--clip-pretrained", default="openai",
+                   help="real data: open_clip pretrained tag or local checkpoint file (default openai)")
     p.add_argument("--gpus", help="GPU ids, e.g. 0,1,2,3 (default: all visible; 'none' = CPU)")
     p.add_argument("--workers", type=int, default=1,
                    help="CPU only: parallel jobs, torch threads = cores // N (default 1); on GPUs, one job per id")
@@ -77,6 +81,7 @@ def suite_overrides(args) -> dict:
     real = {k: str(v.resolve()) for k, v in (("root", args.data_root), ("annotations", args.annotations),
                                             ("features", args.features)) if v is not None}
     if real:
+        real["text_encoder"] = {"model": args.clip_model, "pretrained": args.clip_pretrained}
         over["data"] = {"source": "real", "real": real}
     if args.split_lists is not None:
         over["splits"] = {"lists": "imported", "lists_dir": str(args.split_lists.resolve())}

@@ -31,7 +31,7 @@ from benchmark.evaluation.diagnostics import NOISE_LEVELS, jitter_to_tiou, oracl
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
-from benchmark.text.clip import TextEncoderConfig
+from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from methods.label_fusion import NOT_ZERO_SHOT, external_video_scores, fuse_labels, read_external_scores
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,6 +63,8 @@ def prepare_data(suite, profile: str, args) -> dict:
     facts["feature_cache"] = str(CACHE / "features")
     dataset = open_dataset(facts)
     validate_splits(dataset, suite, facts)
+    # the text tower loads (weights present, names encodable) before any job starts
+    class_embeddings(TextEncoderConfig(**facts["text_encoder"]), dataset.annotations.classes, CACHE / "text")
     _ensure_external_scores(dataset, facts)
     return facts
 

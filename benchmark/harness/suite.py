@@ -286,7 +286,7 @@ def _data(m: dict, check: _Checker) -> dict:
     check.choice(data.get("source"), "data.source", DATA_SOURCES)
     check.mapping(data.get("synthetic") or {}, "data.synthetic")
     real = check.mapping(data.get("real") or {}, "data.real")
-    check.keys(real, ("root", "annotations", "features", "video_info", "feature_format"), "data.real")
+    check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "text_encoder", "external_scores"), "data.real")
     if data["source"] == "real" and not (real.get("root") or (real.get("annotations") and real.get("features"))):
         check.fail("data.real", "real data needs a root (--data-root) or annotations and features (--annotations/--features)")
     return data

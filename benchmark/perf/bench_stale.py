@@ -6,7 +6,7 @@ Two settings, on random features of the real shape (no data, no weights, no down
   (250 test videos, 25 unseen classes);
 - ``activitynet``: an ActivityNet-sized model, T=100, D=512, 150 seen classes, a ViT-B/16-sized
   text tower with random weights (``open_clip.create_model("ViT-B-16", pretrained=None)``), the
-  paper's hyper-parameters (``methods.stale.PAPER["activitynet"]``).
+  paper's hyper-parameters (``recipe: paper``, ``Stale.PAPER["activitynet"]``).
 
 Each setting runs in its own process, so peak memory (max RSS on CPU, max allocated on GPU) is its
 own. Throughput = training videos per second over timed steps after warm-up steps.
@@ -14,7 +14,6 @@ own. Throughput = training videos per second over timed steps after warm-up step
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import resource
 import subprocess
@@ -82,14 +81,15 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def run(setting: str, steps: int, warmup: int, device: str) -> dict:
-    from benchmark.harness.registry import MethodContext
+    from benchmark.harness.registry import MethodContext, apply_hparams
     from methods.modules.training import as_tensor, seed_everything
-    from methods.stale import PAPER, Stale, StaleConfig, build_model, make_optimizer, train_step
+    from methods.stale import Stale, StaleConfig, build_model, make_optimizer, train_step
 
     spec = SETTINGS[setting]
     dev = torch.device(device)
     baseline = peak_memory_mb(dev)  # after the imports (torch + open_clip alone are several hundred MB of RSS)
-    cfg = StaleConfig() if setting == "synthetic" else dataclasses.replace(StaleConfig(), **PAPER["activitynet"])
+    recipe = "default" if setting == "synthetic" else "paper"
+    cfg = apply_hparams("stale", StaleConfig(), {"recipe": recipe}, "activitynet")
     train, test = random_views(*(spec[k] for k in ("train_videos", "test_videos", "T", "D", "seen", "unseen")))
     result = {"setting": setting, "device": device, "torch_threads": torch.get_num_threads(), **spec,
               "batch_size": cfg.batch_size, "config": "default" if setting == "synthetic" else "PAPER['activitynet']"}
@@ -117,7 +117,7 @@ def run(setting: str, steps: int, warmup: int, device: str) -> dict:
         result.update(train_videos_per_s=round(steps * cfg.batch_size / elapsed, 1), step_s=round(elapsed / steps, 3),
                       params_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad))
         if text_cfg is not None:  # one whole job with the default config, as the suite runs it
-            context = MethodContext(device=device, seed=0, text_encoder=dataclasses.asdict(text_cfg),
+            context = MethodContext(device=device, seed=0, text_encoder=text_cfg,
                                     log=lambda line: None)
             method = Stale(cfg, context)
             start, cpu = time.perf_counter(), time.process_time()
