@@ -87,6 +87,62 @@ def _noise_curve(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, sourc
     return list(plot_noise_curve(data, stem, f"Localisation noise {setting} ({source})"))
 
 
+def _diagnostics_of(frame: pd.DataFrame, fig: dict) -> dict[str, list[dict]]:
+    """Each row's DETAD summaries (one per split), for the rows named in the figure's ``rows``."""
+    rows = _setting_rows(frame, fig)
+    wanted = fig.get("rows") or list(dict.fromkeys(rows["row"]))
+    return {label: [d for d in rows.loc[rows["row"] == label, "diagnostics"] if d] for label in wanted}
+
+
+@register_figure("fp_profile")
+def _fp_profile(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
+    """DETAD false-positive profile per row, averaged over the splits (one figure per row)."""
+    import numpy as np
+
+    from benchmark.evaluation.diagnostics import FalsePositiveProfile
+    from benchmark.evaluation.plots import plot_fp_profile
+
+    paths = []
+    for label, runs in _diagnostics_of(frame, fig).items():
+        if not runs:
+            continue
+        fractions = sum(pd.DataFrame(r["fp_fractions"]).fillna(0.0) for r in runs) / len(runs)
+        gain = {k: float(np.mean([r["fp_gain"][k] for r in runs])) for k in runs[0]["fp_gain"]}
+        profile = FalsePositiveProfile(np.array(runs[0]["tiou"]), None, None, fractions,
+                                       np.mean([r["map_n"] for r in runs], axis=0), gain,
+                                       float(np.mean([r["n_norm"] for r in runs])))
+        name = Path(f"{stem}_{_slug(label)}")
+        title = f"{label}, {fig.get('setting', '')}, mean of {len(runs)} splits ({source})"
+        paths += list(plot_fp_profile(profile, name, title))
+    return paths
+
+
+@register_figure("sensitivity")
+def _sensitivity(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
+    """DETAD sensitivity (mAP_N and false negatives by coverage, length, instances) per row, split mean."""
+    import numpy as np
+
+    from benchmark.evaluation.diagnostics import SensitivityResult
+    from benchmark.evaluation.plots import plot_sensitivity
+
+    paths = []
+    for label, runs in _diagnostics_of(frame, fig).items():
+        if not runs:
+            continue
+        bins = pd.concat([pd.DataFrame(r["sensitivity"]) for r in runs])
+        pooled = bins.groupby(["characteristic", "bin"], sort=False).agg(
+            n_gt=("n_gt", "sum"), map_n=("map_n", "mean"), fn_rate=("fn_rate", "mean")).reset_index()
+        result = SensitivityResult(np.array(runs[0]["tiou"]), float(np.mean([r["sensitivity_map_n"] for r in runs])), pooled)
+        name = Path(f"{stem}_{_slug(label)}")
+        title = f"{label}, {fig.get('setting', '')}, mean of {len(runs)} splits ({source})"
+        paths += list(plot_sensitivity(result, name, title))
+    return paths
+
+
+def _slug(label: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in label).strip("_").lower()
+
+
 @register_figure("split_metric")
 def _split_metric(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
     """One dot per split and row with the mean and its 95% CI, for one metric and one setting."""
@@ -148,6 +204,7 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
             scale = suite.report["metric_scale"]
             # every recorded metric (analyses too, for the figures); the table's own under the row's prefix
             line |= {f"record:{k}": float(v) * scale for k, v in (rec["metrics"] if rec else {}).items()}
+            line["diagnostics"] = rec["extra"].get("diagnostics") if rec else None
             for m in table.metrics:
                 value = rec["metrics"].get(row.metrics_from + m) if rec else None
                 line[m] = math.nan if value is None else float(value) * scale
@@ -175,7 +232,7 @@ def summary_frame(suite: Suite, table: Table, jobs: pd.DataFrame, reference: dic
             if m in table.metrics:
                 line[f"paper {m}"] = math.nan if value is None else value
         if compare:
-            line.update(_paired(jobs, setting, label, compare["to"], compare["metric"]))
+            line.update(_paired(jobs, setting, label, row.compare_to or compare["to"], compare["metric"]))
         out.append(line)
     frame = pd.DataFrame(out)
     paper_cols = [f"paper {m}" for m in table.metrics if f"paper {m}" in frame]
@@ -183,7 +240,7 @@ def summary_frame(suite: Suite, table: Table, jobs: pd.DataFrame, reference: dic
 
 
 def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str) -> dict:
-    cols = {f"Δ {metric} vs {ref}": math.nan, "paired t p": math.nan, "pairs": 0}
+    cols = {f"Δ {metric} vs {ref}": math.nan, f"relative Δ vs {ref}": math.nan, "paired t p": math.nan, "pairs": 0}
     if label == ref:
         return cols
     both = jobs[jobs["setting"] == setting].pivot_table(index=["split", "seed"], columns="row", values=metric)
@@ -193,7 +250,8 @@ def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str)
     if len(pairs) == 0:
         return cols
     c = paired_comparison(pairs[label], pairs[ref])
-    return {f"Δ {metric} vs {ref}": c.diff, "paired t p": c.t_pvalue, "pairs": c.n}
+    return {f"Δ {metric} vs {ref}": c.diff, f"relative Δ vs {ref}": c.diff / pairs[ref].mean(),
+            "paired t p": c.t_pvalue, "pairs": c.n}
 
 
 def _fmt(mean: float, std: float, n: int, digits: int) -> str:
@@ -210,8 +268,11 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
     for m in table.metrics:
         shown[m] = [_fmt(a, b, n, digits) for a, b, n in zip(summary[f"{m} mean"], summary[f"{m} std"], summary[f"{m} n"])]
     for col in summary.columns:
-        if col.startswith("Δ ") or col == "paired t p":
-            shown[col] = summary[col].map(lambda v: "" if pd.isna(v) else f"{v:.{digits if col.startswith('Δ') else 3}f}")
+        if col.startswith("Δ ") or col.startswith("relative Δ"):
+            fmt = "{:." + str(digits) + "f}" if col.startswith("Δ") else "{:.0%}"
+            shown[col] = summary[col].map(lambda v, fmt=fmt: "" if pd.isna(v) else fmt.format(v))
+        elif col == "paired t p":
+            shown[col] = summary[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     for m in table.metrics:
         if f"paper {m}" in summary:
             shown[f"paper {m}"] = summary[f"paper {m}"].map(lambda v: "" if pd.isna(v) else str(v))
@@ -225,6 +286,24 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
         "record / jobs planned. Columns labelled **paper** are the published numbers, not ours.",
         "", shown.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
+
+
+def run_facts(records: list[dict]) -> list[str]:
+    """Wall time and hardware of the suite's newest ok records (first job start to last job end)."""
+    used = [r for r in newest(records, "ok").values()
+            if r.get("provenance", {}).get("start_time") and r.get("timings")]
+    if not used:
+        return ["No finished jobs yet."]
+    starts = pd.to_datetime([r["provenance"]["start_time"] for r in used])
+    ends = pd.to_datetime([r["provenance"]["end_time"] for r in used])
+    busy = sum(r["timings"].get("run", 0.0) for r in used)
+    hosts = sorted({f"{r['provenance'].get('host')} ({r['provenance'].get('platform')}, "
+                    f"{r['provenance'].get('device')}, {r['provenance'].get('threads')} torch threads per job)"
+                    for r in used})
+    return [f"- {len(used)} job records; first job start {starts.min()}, last job end {ends.max()}: "
+            f"wall time {(ends.max() - starts.min()).total_seconds() / 60:.1f} min (an interrupted and resumed run "
+            f"counts its pause too); summed job time {busy / 60:.1f} min.",
+            f"- Hardware: {'; '.join(hosts)}."]
 
 
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
@@ -261,13 +340,15 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         written += paths
         links = ", ".join(f"[{p.suffix[1:]}]({p.name})" for p in paths)
         figure_lines.append(f"- {fig['name']} ({links}) — {fig.get('description', '')}")
+    sources = "; ".join(sorted({s for f in frames.values() for s in f["source"]}))
     readme = out_dir / "README.md"
     readme.write_text("\n".join([
-        f"# Reports: {suite.name} (profile {suite.profile})", "",
+        f"# Reports: {suite.name} (profile {suite.profile}) — {sources}", "",
         *([suite.description, ""] if suite.description else []),
         f"Rebuilt from the records in `results/{suite.name}/` by "
         f"`python -m benchmark report --suite {suite.name} --profile {suite.profile}`; do not edit by hand.", "",
         "## Tables", "", *index, "",
         *(["## Figures", "", *figure_lines, ""] if figure_lines else []),
+        "## Run", "", *run_facts(records), "",
     ]))
     return written + [readme]

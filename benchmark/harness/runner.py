@@ -27,7 +27,8 @@ from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data.zero_shot import Dataset, closed_set_views, zero_shot_views
 from benchmark.errors import InputError
 from benchmark.evaluation.detection import evaluate_detection, parse_tiou, tiou_key
-from benchmark.evaluation.diagnostics import NOISE_LEVELS, jitter_to_tiou, oracle_labels
+from benchmark.evaluation.diagnostics import (NOISE_LEVELS, false_positive_profile, jitter_to_tiou, oracle_labels,
+                                               sensitivity)
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
@@ -185,6 +186,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         # the published shortcut on the same detections, recorded apart ("fused/", NOT zero-shot)
         fused = fuse_labels(detections, external)
         metrics |= _map_metrics(evaluate_detection(test.gt, SegmentTable.from_detections(fused), tiou), "fused/")
+    diagnostics = detad_summary(test, detections, tiou)
     timings["eval"] = time.perf_counter() - start
     return {
         "metrics": metrics,
@@ -194,7 +196,8 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         "extra": {"notes": notes, "synthetic": dataset.synthetic, "split": None if split is None else {
                       "seen": len(split.seen), "unseen": len(split.unseen), "source": split.source},
                   "train_videos": len(train.videos), "test_videos": len(test.videos), "eval_meta": result.meta,
-                  "config": config_dict(config)},  # the effective config: variant and profile hparams applied
+                  "config": config_dict(config),  # the effective config: variant and profile hparams applied
+                  "diagnostics": diagnostics},
     }
 
 
@@ -211,6 +214,17 @@ def _map_metrics(result, prefix: str = "") -> dict[str, float]:
     if None not in three:
         metrics[f"{prefix}mAP_avg3"] = float(np.mean(three))
     return metrics
+
+
+def detad_summary(test, detections, tiou) -> dict:
+    """DETAD's false-positive profile and sensitivity of this job's detections, kept in the record so
+    that the report can pool them over splits."""
+    pred = SegmentTable.from_detections(detections)
+    profile = false_positive_profile(test.gt, pred, tiou)
+    sens = sensitivity(test.gt, pred, tiou, {v.id: v.duration for v in test.videos})
+    return {"tiou": [float(t) for t in tiou], "fp_fractions": profile.fractions.to_dict(),
+            "fp_gain": profile.gain, "map_n": [float(m) for m in profile.map_n], "n_norm": profile.n_norm,
+            "sensitivity": sens.table.to_dict("records"), "sensitivity_map_n": sens.average_map_n}
 
 
 def analyses(method, test, detections, tiou, seed: int) -> dict[str, float]:

@@ -82,7 +82,7 @@ _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "split
              "protocol", "run", "methods", "tables", "figures", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
                "seeds", "hparams", "compare", "enabled")
-_ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from")
+_ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to")
 
 
 class SuiteError(InputError):
@@ -98,6 +98,7 @@ class Row:
     protocol: dict  # overrides of the suite's protocol switches
     # read the job's metrics under this prefix (an analysis of the same jobs, e.g. "gt_labels/")
     metrics_from: str = ""
+    compare_to: str | None = None  # this row's reference in the table's paired comparison (default: compare.to)
 
 
 @dataclass(frozen=True)
@@ -333,8 +334,10 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
     if compare is not None:
         check.mapping(compare, f"{where}.compare")
         check.keys(compare, ("to", "metric"), f"{where}.compare")
-        if compare.get("to") not in {r.label for r in rows}:
-            check.fail(f"{where}.compare.to", f"{compare.get('to')!r} is not a row label of the table")
+        for ref, key in [(compare.get("to"), "compare.to")] + [(r.compare_to, f"rows.{r.label}.compare_to")
+                                                               for r in rows if r.compare_to]:
+            if ref not in {r.label for r in rows}:
+                check.fail(f"{where}.{key}", f"{ref!r} is not a row label of the table")
         if compare.get("metric") not in metrics:
             check.fail(f"{where}.compare.metric", f"{compare.get('metric')!r} is not one of the table's metrics")
     return Table(
@@ -363,7 +366,7 @@ def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
         check.fail(f"{where}.metrics_from", f"expected a metric prefix such as 'gt_labels/', got {prefix!r}")
     return Row(label=str(r.get("label", f"{method}/{variant}")), method=method, variant=variant,
                paper=tuple(paper) if paper else None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"),
-               metrics_from=prefix)
+               metrics_from=prefix, compare_to=r.get("compare_to"))
 
 
 def _figures(m: dict, tables: set[str], check: _Checker) -> tuple[dict, ...]:
