@@ -106,7 +106,8 @@ def _fp_profile(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source
     for label, runs in _diagnostics_of(frame, fig).items():
         if not runs:
             continue
-        fractions = sum(pd.DataFrame(r["fp_fractions"]).fillna(0.0) for r in runs) / len(runs)
+        groups = list(pd.DataFrame(runs[0]["fp_fractions"]).index)  # "1G".."10G" (a sum would sort them as text)
+        fractions = (sum(pd.DataFrame(r["fp_fractions"]).fillna(0.0) for r in runs) / len(runs)).reindex(groups)
         gain = {k: float(np.mean([r["fp_gain"][k] for r in runs])) for k in runs[0]["fp_gain"]}
         profile = FalsePositiveProfile(np.array(runs[0]["tiou"]), None, None, fractions,
                                        np.mean([r["map_n"] for r in runs], axis=0), gain,
