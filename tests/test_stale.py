@@ -129,7 +129,7 @@ def test_every_variant_has_the_right_shapes_and_finite_losses(text_cfg, override
     assert out.logits.shape == (4, T, K + 1)
     assert out.mask_logits.shape == (4, T, T)
     assert out.features.shape == (4, T, 64)
-    assert (out.fg_logits is None) == (cfg.masking in ("none", "gt"))
+    assert (out.fg_logits is None) == (cfg.masking == "none")  # the GT-mask oracle keeps L̂ and L_comp
     if out.fg_logits is not None:
         assert out.fg_logits.shape == (4, T)
     losses = stale_losses(cfg, out, torch.as_tensor(targets.cls), fg, torch.as_tensor(targets.masks))
