@@ -30,7 +30,12 @@ def test_smoke_suite_end_to_end_then_cached(tmp_path):
         markdown = (reports / f"{table}.md").read_text()
         assert "synthetic" in markdown.splitlines()[0]
         assert (reports / f"{table}.csv").stat().st_size > 0
-    assert (reports / "README.md").exists()
+    readme = (reports / "README.md").read_text()
+    assert "synthetic data" in readme.splitlines()[0] and "wall time" in readme
+    for figure in ("table1_splits_75_25", "error_propagation_75_25", "localisation_noise_75_25",
+                   "fp_profile_75_25_stale", "fp_profile_75_25_b_i", "sensitivity_75_25_stale", "sensitivity_75_25_b_i"):
+        for suffix in (".png", ".pdf"):
+            assert (reports / f"{figure}{suffix}").stat().st_size > 0, figure
 
     again = run_all(tmp_path)
     assert again.returncode == 0
