@@ -7,12 +7,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
 from benchmark.errors import InputError
 
 DEFAULT_PREPARE = "benchmark.harness.runner:prepare_data"
+# One single-threaded job per core is fastest for the small default models; the cap keeps a big
+# machine from holding dozens of copies of a real dataset in memory at once.
+MAX_DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = min(MAX_DEFAULT_WORKERS, len(os.sched_getaffinity(0)))
 RUNS_DIR = "_runs"  # results/<suite>/_runs/<profile>.json: the suite overrides of the last run
 
 
@@ -29,8 +34,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clip-pretrained", default="openai",
                    help="real data: open_clip pretrained tag or local checkpoint file (default openai)")
     p.add_argument("--gpus", help="GPU ids, e.g. 0,1,2,3 (default: all visible; 'none' = CPU)")
-    p.add_argument("--workers", type=int, default=1,
-                   help="CPU only: parallel jobs, torch threads = cores // N (default 1); on GPUs, one job per id")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"CPU only: parallel jobs, torch threads = cores // N (default: the usable cores, at most "
+                        f"{MAX_DEFAULT_WORKERS}, here {DEFAULT_WORKERS}); on GPUs, one job per id")
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
     p.add_argument("--dry-run", action="store_true", help="print the job table with what is cached, run nothing")
     p.add_argument("--force", action="store_true", help="re-run the selected jobs even if finished")
