@@ -158,6 +158,16 @@ def limit_predictions(gt: SegmentTable, pred: SegmentTable, factor: float) -> Se
     return pred.select(keep)
 
 
+def _best_overlaps(pred: SegmentTable, gt: SegmentTable):
+    """Per video with GT: (prediction rows, GT rows, their tIoU matrix, each prediction's best tIoU)."""
+    gt_rows = _groups(gt.video)
+    for video, p in _groups(pred.video).items():
+        g = gt_rows.get(video)
+        if g is not None:
+            iou = _tiou(pred.segments[p], gt.segments[g])
+            yield p, g, iou, iou.max(axis=1)
+
+
 def error_types(gt: SegmentTable, pred: SegmentTable, matched: np.ndarray, tiou_thresholds, min_tiou: float = 0.1) -> np.ndarray:
     """Outcome code [K, P] of each prediction at each threshold (see OUTCOMES).
 
@@ -172,13 +182,7 @@ def error_types(gt: SegmentTable, pred: SegmentTable, matched: np.ndarray, tiou_
     """
     thr = _thresholds(tiou_thresholds)[:, None]
     out = np.where(matched >= 0, TRUE_POSITIVE, BACKGROUND).astype(np.int8)
-    gt_rows = _groups(gt.video)
-    for video, p in _groups(pred.video).items():
-        g = gt_rows.get(video)
-        if g is None:
-            continue
-        iou = _tiou(pred.segments[p], gt.segments[g])
-        top = iou.max(axis=1)
+    for p, g, iou, top in _best_overlaps(pred, gt):
         same = ((iou == top[:, None]) & (pred.label[p][:, None] == gt.label[g][None, :])).any(axis=1)
         code = np.select(
             [top >= thr, top >= min_tiou],
@@ -336,14 +340,8 @@ def oracle_labels(pred: SegmentTable, gt: SegmentTable) -> SegmentTable:
     """
     score = _require_scores(pred)
     source, labels = [], []
-    gt_rows = _groups(gt.video)
     best_labels: dict[int, list[str]] = {}
-    for video, p in _groups(pred.video).items():
-        g = gt_rows.get(video)
-        if g is None:
-            continue
-        iou = _tiou(pred.segments[p], gt.segments[g])
-        top = iou.max(axis=1)
+    for p, g, iou, top in _best_overlaps(pred, gt):
         for i in np.flatnonzero(top > 0):
             best_labels[int(p[i])] = list(dict.fromkeys(gt.label[g][iou[i] == top[i]]))
     for i in range(len(pred)):

@@ -59,12 +59,18 @@ def random_views(n_train: int, n_test: int, seen: int, unseen: int, T: int = 100
             TestView(test_videos, test_x, tuple(names[seen:]), gt, T))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def size_arguments(description: str) -> argparse.ArgumentParser:
+    """The default-profile-sized random dataset's flags, shared by the method benchmark scripts."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--train", type=int, default=750)
     parser.add_argument("--test", type=int, default=250)
     parser.add_argument("--classes", type=int, default=75, help="seen classes (unseen = a third of it)")
     parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def main() -> None:
+    parser = size_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     train, test = random_views(args.train, args.test, args.classes, max(1, args.classes // 3))

@@ -13,7 +13,6 @@ The dataset is random with a planted class signal (``bench_b2.random_views``), d
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from benchmark.harness.registry import MethodContext, get_method
-from benchmark.perf.bench_b2 import random_views
+from benchmark.perf.bench_b2 import random_views, size_arguments
 from benchmark.text.tiny import make_tiny_clip
 from methods.bmn import BMN, PAPER_BMN, BMNConfig, instance_table, train_bmn
 
@@ -69,11 +68,7 @@ def bench_method(name: str, train, test, context: MethodContext) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train", type=int, default=750)
-    parser.add_argument("--test", type=int, default=250)
-    parser.add_argument("--classes", type=int, default=75, help="seen classes (unseen = a third of it)")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = size_arguments(__doc__.splitlines()[0])
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
