@@ -151,6 +151,20 @@ def test_temporal_models_shapes_and_no_positional_encoding():
         temporal_model("lstm", D, 16)
 
 
+def test_ms_tcn_starts_as_a_rotation_of_the_projected_snippets():
+    """With PyTorch's default init MS-TCN's 1x1 chain flattened F_vis and STALE never left chance (0.0
+    mAP on every split): it must start as an orthogonal map of proj(x), distances between snippets kept."""
+    torch.manual_seed(0)
+    model = temporal_model("ms_tcn", D, 16, dropout=0.0).eval()
+    x = torch.randn(2, T, D)
+    with torch.no_grad():
+        f, projected = model(x), model.proj(x)
+    exact = "donot_use_mm_for_euclid_dist"
+    torch.testing.assert_close(torch.cdist(f, f, compute_mode=exact),
+                               torch.cdist(projected, projected, compute_mode=exact), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(f, projected, atol=1e-3)  # a rotation, not the identity
+
+
 def test_dynamic_mask_head_applies_the_filter_of_location_t_along_the_sequence():
     torch.manual_seed(0)
     head = DynamicMaskHead(dim=12, mask_dim=5, hidden=6, num_kernels=3)

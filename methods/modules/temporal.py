@@ -57,6 +57,14 @@ class MSTCN(nn.Module):
     output convolution; every stage after the first refines the previous stage's output. MS-TCN
     outputs frame-wise class scores and passes their softmax to the next stage; here a stage outputs
     C-dim features for the heads that follow, so the next stage takes them as they are.
+
+    Initialisation (ours; the architecture is unchanged): the stages' 1x1 convolutions start
+    orthogonal with zero bias and every residual branch's output convolution at zero, so the network
+    starts as a rotation of the projected input. With PyTorch's default initialisation the chain of
+    four plain 1x1 convolutions left F_vis nearly the same at every snippet (spread 0.21 around an
+    offset of 1.27; the transformer: 5.4 around 5.8), and at STALE's default learning rate activations
+    grew ~100x, class separation collapsed and no split made a single true positive (avg mAP 0.0 on all
+    ten; development benchmark, splits 0-3: 0.0 / 0.0 / 0.2 / 0.0 before, 16.3 / 5.9 / 8.6 / 9.4 after).
     """
 
     def __init__(self, in_dim: int, dim: int, stages: int = 2, layers: int = 7, dropout: float = 0.1):
@@ -68,6 +76,13 @@ class MSTCN(nn.Module):
             return nn.Sequential(nn.Conv1d(dim, dim, 1), *residuals, nn.Conv1d(dim, dim, 1))
 
         self.stages = nn.Sequential(*[stage() for _ in range(stages)])
+        for stage_ in self.stages:
+            for conv in (stage_[0], stage_[-1]):
+                nn.init.orthogonal_(conv.weight)
+                nn.init.zeros_(conv.bias)
+            for residual in stage_[1:-1]:
+                nn.init.zeros_(residual.out.weight)
+                nn.init.zeros_(residual.out.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.proj(x).transpose(1, 2)).transpose(1, 2)
