@@ -74,6 +74,7 @@ from benchmark.text.clip import TextEncoderConfig, load_text_tower
 from benchmark.text.prompts import PromptLearner, hand_crafted_embeddings
 from methods import label_fusion
 from methods.modules.dynamic_conv import DynamicMaskHead
+from methods.modules.grouping import label_given_segments
 from methods.modules.losses import completeness_loss, consistency_loss, mask_loss
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
@@ -119,6 +120,7 @@ class StaleConfig:
     top_snippets: int = 10
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
+    segment_top_k: int = 2  # classes per given segment (classify_segments: the GT-localisation oracle)
     # training
     epochs: int = 3
     batch_size: int = 16
@@ -138,7 +140,8 @@ class StaleConfig:
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"stale: {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
         for key in ("temporal_layers", "heads", "num_queries", "mask_decoder_layers", "n_ctx", "dynamic_kernels",
-                    "mask_hidden", "const_topk", "top_snippets", "max_detections", "epochs", "batch_size"):
+                    "mask_hidden", "const_topk", "top_snippets", "max_detections", "segment_top_k", "epochs",
+                    "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"stale: {key} must be >= 1, got {getattr(self, key)}")
         thresholds = [("theta_bin", self.theta_bin), ("theta_c", self.theta_c), ("theta_m", self.theta_m)]
@@ -487,7 +490,9 @@ class Stale(Method):
             self._log(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"L_{k}={v / steps:.4f}" for k, v in total.items()))
 
     @torch.no_grad()
-    def predict(self, test_view) -> dict[str, list[dict]]:
+    def snippet_outputs(self, test_view) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+        """The names the classifier can use for ``test_view``, per-snippet action-class probabilities
+        [N, T, K] (softmax over K + 1, background dropped) and the masks of H_m [N, T, T]."""
         if self.model is None:
             raise RuntimeError("stale: predict() before fit()")
         cfg, model = self.config, self.model
@@ -501,16 +506,28 @@ class Stale(Method):
         fg = as_tensor(gt_foreground(test_view), device) if cfg.masking == "gt" else None  # oracle
         with autocast(device):
             lan = model.text()
-        detections = {}
+        probs, masks = [], []
         for idx in minibatches(len(x), 4 * cfg.batch_size, None, shuffle=False):
             with autocast(device):
                 out = model(x[idx], lan, None if fg is None else fg[idx])
-            probs = out.logits.float().softmax(-1)[..., :-1].cpu().numpy()
-            masks = torch.sigmoid(out.mask_logits.float()).cpu().numpy()
-            for n, i in enumerate(idx.tolist()):
-                video = test_view.videos[i]
-                detections[video.id] = video_detections(cfg, probs[n], masks[n], names, video.duration)
+            probs.append(out.logits.float().softmax(-1)[..., :-1].cpu())
+            masks.append(torch.sigmoid(out.mask_logits.float()).cpu())
+        return names, torch.cat(probs).numpy(), torch.cat(masks).numpy()
+
+    def predict(self, test_view) -> dict[str, list[dict]]:
+        cfg = self.config
+        names, probs, masks = self.snippet_outputs(test_view)
+        detections = {video.id: video_detections(cfg, probs[n], masks[n], names, video.duration)
+                      for n, video in enumerate(test_view.videos)}
         if cfg.label_fusion == "external":
             self._log(label_fusion.NOT_ZERO_SHOT)
             detections = label_fusion.fuse_labels(detections, label_fusion.read_external_scores(cfg.external_scores))
         return detections
+
+    def classify_segments(self, test_view, segments: dict[str, list[list[float]]]) -> dict[str, list[dict]]:
+        """Given segments (seconds, e.g. the ground truth: Table 3's "GT localisation" row) labelled by
+        the classification stream alone: the ``segment_top_k`` classes of the segment's mean snippet
+        probability, score = that mean. Snippets outside F_vis^fg have all-zero logits, i.e. the same
+        probability for every class: they dilute the scores but do not change the ranking of classes."""
+        names, probs, _ = self.snippet_outputs(test_view)  # names: the test classes (text_encoder=none: its own)
+        return label_given_segments(test_view, probs, segments, self.config.segment_top_k, names)

@@ -230,10 +230,17 @@ def test_gradient_reaches_the_prompt_and_the_tower_only_when_fine_tuned(text_cfg
 
 def test_stale_overfits_a_tiny_seen_class_training_set(text_cfg):
     train, _ = views(n_train=16)
-    _, detections = fit_predict(text_cfg, train, train_as_test(train), epochs=60, batch_size=8, lr=3e-3,
-                                schedule="constant", mask_hidden=8)
-    result = evaluate_detection(train_as_test(train).gt, detections_table(detections), [0.5])
+    test = train_as_test(train)
+    method, detections = fit_predict(text_cfg, train, test, epochs=60, batch_size=8, lr=3e-3,
+                                     schedule="constant", mask_hidden=8)
+    result = evaluate_detection(test.gt, detections_table(detections), [0.5])
     assert result.map[0] > 0.9, result.map
+    # the GT-localisation oracle hook: the ground-truth segments labelled by the classification stream
+    assert "classify_segments" in method.capabilities()
+    labelled = method.classify_segments(test, test.gt.segments_by_video())
+    assert all(len(labelled[v.id]) == 2 * len(v.instances) for v in train.videos)  # segment_top_k = 2
+    oracle = evaluate_detection(test.gt, detections_table(labelled), [0.5, 0.95])
+    assert oracle.map.min() > 0.9, oracle.map  # exact segments: every tIoU is met, only labels count
 
 
 def test_gt_mask_oracle_scores_at_least_the_predicted_mask(text_cfg):
@@ -268,6 +275,8 @@ def test_without_text_encoder_unseen_classes_cannot_be_named(text_cfg):
     result = evaluate_detection(test.gt, detections_table(detections), [0.5])
     assert result.map[0] == 0.0  # ...which all count as false positives
     assert any("false positives" in line for line in logs)
+    given = method.classify_segments(test, test.gt.segments_by_video())  # also for given segments
+    assert {d["label"] for dets in given.values() for d in dets} <= set(SEEN)
 
 
 # -- inference -----------------------------------------------------------------------------------

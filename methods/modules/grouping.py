@@ -115,10 +115,12 @@ def segments_to_detections(segments: np.ndarray, labels, scores: np.ndarray, T: 
             for i, s in zip(keep, kept_scores)]
 
 
-def label_given_segments(test_view, probs: np.ndarray, segments: dict, top_k: int) -> dict[str, list[dict]]:
+def label_given_segments(test_view, probs: np.ndarray, segments: dict, top_k: int,
+                         classes=None) -> dict[str, list[dict]]:
     """The ``classify_segments`` hook of a per-snippet classifier: each given segment (seconds) gets
-    the ``top_k`` classes of its mean ``probs`` [N, T, K] over the snippets it touches, score = that mean."""
-    classes, out = np.asarray(test_view.classes), {}
+    the ``top_k`` classes of its mean ``probs`` [N, T, K] over the snippets it touches, score = that mean.
+    ``classes`` names the K columns (default: the test view's classes)."""
+    classes, out = np.asarray(test_view.classes if classes is None else classes), {}
     for n, video in enumerate(test_view.videos):
         given = np.asarray(segments.get(video.id, []), dtype=np.float64).reshape(-1, 2)
         class_probs = segment_means(probs[n], seconds_to_snippets(given, video.duration, test_view.T))
