@@ -3,12 +3,16 @@ signals, overfitting, the GT-mask oracle, determinism, label fusion and config e
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from benchmark.data.annotations import Instance, Video
+from benchmark.data.annotations import Instance, Video, load_annotations
+from benchmark.data.features import open_feature_store
+from benchmark.data.splits import generate_splits
+from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data.targets import snippet_targets
 from benchmark.data import zero_shot
 from benchmark.evaluation.detection import evaluate_detection
@@ -25,6 +29,7 @@ from methods.stale import (StaleConfig, build_model, make_optimizer, make_schedu
 
 torch.set_num_threads(1)
 
+DEV_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "test_development"  # generated once, reused
 T, D = 32, 48  # D differs from the tiny tower's 64-d embeddings: the model must project
 SEEN = ("brushing the dog", "kicking a ball", "washing the car", "riding a horse")
 UNSEEN = ("folding a box", "painting a fence")
@@ -243,14 +248,30 @@ def test_stale_overfits_a_tiny_seen_class_training_set(text_cfg):
     assert oracle.map.min() > 0.9, oracle.map  # exact segments: every tIoU is met, only labels count
 
 
-def test_gt_mask_oracle_scores_at_least_the_predicted_mask(text_cfg):
-    train, test = views(n_train=16, n_test=12, noise=0.6, seed=1)
-    scores = {}
-    for masking in ("maskformer", "gt"):
-        _, detections = fit_predict(text_cfg, train, test, masking=masking, epochs=6, batch_size=8, lr=3e-3,
-                                    schedule="constant", mask_hidden=8)
-        scores[masking] = evaluate_detection(test.gt, detections_table(detections), [0.5, 0.75]).average
-    assert scores["gt"] >= scores["maskformer"], scores
+def development_views(split: int):
+    """Zero-shot 75/25 views of the development benchmark: the default synthetic profile (ActivityNet-
+    shaped, 800/400 videos, 100 classes) with seed 1, on which STALE's defaults were chosen."""
+    root = ensure_synthetic(DEV_ROOT, "default", seed=1)
+    dataset = zero_shot.Dataset("synthetic", load_annotations(root / "annotations.json"),
+                                open_feature_store(root / "features"), 100, "training", "validation",
+                                cache_dir=DEV_ROOT / "cache", synthetic=True)
+    split = generate_splits("synthetic", dataset.annotations.classes, 0.75, n=split + 1, seed=0)[split]
+    text_encoder = TextEncoderConfig(**json.loads((root / "synthetic.json").read_text())["text_encoder"])
+    return (*zero_shot.zero_shot_views(dataset, split), text_encoder)
+
+
+def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_benchmark():
+    """Default recipe, the four first class splits: the oracle's mean average mAP must reach the
+    predicted mask's. (The broken oracle of 19e9b03's parent scored 0.9 here against 9.2.) On single
+    splits it can fall below -- H_m then gets no help from L_c on background snippets -- so the test
+    is on the mean, as Table 4 reports it."""
+    scores = {"maskformer": [], "gt": []}
+    for split in range(4):
+        train, test, text_encoder = development_views(split)
+        for masking in scores:
+            _, detections = fit_predict(text_encoder, train, test, masking=masking)
+            scores[masking].append(evaluate_detection(test.gt, detections_table(detections)).average)
+    assert np.mean(scores["gt"]) >= np.mean(scores["maskformer"]) > 0.05, scores
 
 
 def test_fit_predict_is_deterministic_on_cpu(text_cfg):
