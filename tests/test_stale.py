@@ -3,6 +3,7 @@ signals, overfitting, the GT-mask oracle, determinism, label fusion and config e
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from methods.modules.dynamic_conv import DynamicMaskHead
 from methods.modules.losses import completeness_loss, consistency_loss, dice_loss, mask_loss, weighted_bce
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
 from methods.stale import (StaleConfig, build_model, make_optimizer, make_scheduler, runs, stale_losses,
-                           video_detections)
+                           training_steps, video_detections)
 
 torch.set_num_threads(1)
 
@@ -98,7 +99,8 @@ def detections_table(detections) -> SegmentTable:
 
 
 def fit_predict(text_cfg, train, test, seed=0, **overrides):
-    method = get_method("stale")(make_config("stale", overrides), context(text_cfg, seed))
+    """Fit and predict; on the tiny views ``epochs`` alone sets the length (min_steps 0) unless given."""
+    method = get_method("stale")(make_config("stale", {"min_steps": 0} | overrides), context(text_cfg, seed))
     method.fit(train)
     return method, method.predict(test)
 
@@ -269,7 +271,7 @@ def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_be
     for split in range(4):
         train, test, text_encoder = development_views(split)
         for masking in scores:
-            _, detections = fit_predict(text_encoder, train, test, masking=masking)
+            _, detections = fit_predict(text_encoder, train, test, masking=masking, min_steps=StaleConfig.min_steps)
             scores[masking].append(evaluate_detection(test.gt, detections_table(detections)).average)
     assert np.mean(scores["gt"]) >= np.mean(scores["maskformer"]) > 0.05, scores
 
@@ -287,7 +289,7 @@ def test_fit_predict_is_deterministic_on_cpu(text_cfg):
 def test_without_text_encoder_unseen_classes_cannot_be_named(text_cfg):
     train, test = views(n_train=8, test_classes=UNSEEN)
     logs = []
-    config = make_config("stale", {"text_encoder": "none", "epochs": 1})
+    config = make_config("stale", {"text_encoder": "none", "epochs": 1, "min_steps": 0})
     method = get_method("stale")(config, context(text_cfg, logs=logs))
     method.fit(train)
     detections = method.predict(test)
@@ -384,6 +386,20 @@ def test_onecycle_warms_up_to_each_groups_lr_and_anneals(text_cfg):
     assert seen[0, 0] < 1e-3 and seen[-1, 0] < 1e-4
 
 
+def test_training_length_is_epochs_but_at_least_min_steps(text_cfg):
+    cfg = StaleConfig(epochs=3, batch_size=16, min_steps=114)
+    assert training_steps(cfg, 610) == 3 * 39  # a 75/25 training set: the epochs decide
+    assert training_steps(cfg, 430) == 114  # a 50/50 one: as many updates, the last epoch cut short
+    assert training_steps(replace(cfg, min_steps=0), 430) == 3 * 27
+    train, _ = views(n_train=8)
+    logs = []
+    method = get_method("stale")(make_config("stale", {"epochs": 1, "batch_size": 4, "min_steps": 5}),
+                                 context(text_cfg, logs=logs))
+    method.fit(train)
+    assert [line.split(" L_")[0] for line in logs] == ["stale: epoch 1 (2/5 steps)", "stale: epoch 2 (4/5 steps)",
+                                                     "stale: epoch 3 (5/5 steps)"]
+
+
 # -- configuration -------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("overrides, message", [
@@ -397,6 +413,7 @@ def test_onecycle_warms_up_to_each_groups_lr_and_anneals(text_cfg):
     ({"epochs": "many"}, "expects int"),
     ({"schedule": "cosine"}, "schedule must be one of"),
     ({"mask_hidden": 0}, "mask_hidden must be >= 1"),
+    ({"min_steps": -1}, "min_steps must be >= 0"),
 ])
 def test_bad_config_values_fail_with_one_line(overrides, message):
     with pytest.raises(ConfigError, match=message) as error:
@@ -431,7 +448,7 @@ def test_end_to_end_on_the_synthetic_smoke_benchmark(tmp_path):
     split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
     train, test = zero_shot.zero_shot_views(dataset, split)
     text = TextEncoderConfig(**{k: manifest["text_encoder"][k] for k in ("model", "pretrained")})
-    method = get_method("stale")(make_config("stale", {"epochs": 1}),
+    method = get_method("stale")(make_config("stale", {"epochs": 1, "min_steps": 0}),
                                  MethodContext(seed=0, text_encoder=text, log=lambda line: None))
     method.fit(train)
     detections = method.predict(test)
