@@ -2,7 +2,6 @@
 their oracle hooks, shapes, determinism and config errors."""
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -11,17 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.annotations import Video, load_annotations
-from benchmark.data.features import open_feature_store
-from benchmark.data.splits import generate_splits
+from benchmark.data.annotations import Video
 from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data import zero_shot
-from benchmark.data.zero_shot import Dataset, zero_shot_views
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
-from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.clip import load_text_tower
 from methods.b1_bmn_clip import mean_features
 from methods.effprompt import ProposalClassifier, sample_segments
+from synthetic_views import check_detections, synthetic_views
 
 torch.set_num_threads(1)
 FAST_BMN = {"epochs": 1}
@@ -34,14 +31,9 @@ def synthetic(tmp_path_factory):
     on the training videos."""
     root = ensure_synthetic(tmp_path_factory.mktemp("synthetic"), "smoke", 0, rotation=0.0, residual=0.0,
                             scene=0.3, gap=0.0, instance_jitter=0.05, noise=0.2)
-    annotations = load_annotations(root / "annotations.json")
-    dataset = Dataset("synthetic", annotations, open_feature_store(root / "features"), 100, "training", "validation",
-                      synthetic=True)
-    split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
-    train, test = zero_shot_views(dataset, split)
-    seen = zero_shot.test_view(replace(dataset, test_subset="training"), split.seen)
-    text = TextEncoderConfig(**json.loads((root / "synthetic.json").read_text())["text_encoder"])
-    return SimpleNamespace(train=train, test=test, seen=seen, text=text)
+    views = synthetic_views(root)
+    seen = zero_shot.test_view(replace(views.dataset, test_subset="training"), views.split.seen)
+    return SimpleNamespace(train=views.train, test=views.test, seen=seen, text=views.text)
 
 
 def make(method: str, synthetic, overrides=None, cache_dir=None, log=lambda line: None, seed=0):
@@ -68,17 +60,6 @@ def top1_accuracy(view, labelled: dict) -> float:
     return float(np.mean([best[key][1] == label for key, label in truth.items()]))
 
 
-def check_detections(view, detections: dict, max_per_video: int = 100) -> None:
-    assert set(detections) == {v.id for v in view.videos}
-    durations = {v.id: v.duration for v in view.videos}
-    for vid, dets in detections.items():
-        assert len(dets) <= max_per_video
-        for d in dets:
-            s, e = d["segment"]
-            assert 0 <= s <= e <= durations[vid] + 1e-9
-            assert d["label"] in view.classes and np.isfinite(d["score"])
-
-
 @pytest.mark.parametrize("method", ["b1_bmn_clip", "effprompt"])
 def test_registered_with_both_oracle_hooks(method):
     assert get_method(method).capabilities() == {"proposals", "classify_segments"}
@@ -92,7 +73,7 @@ def test_b1_gt_proposals_name_the_seen_classes(synthetic):
     # hair" is read as "spinning a bicycle"), a property of the data, not of the pipeline.
     assert top1_accuracy(synthetic.seen, b1.classify_segments(synthetic.seen, gt_segments(synthetic.seen))) > 0.85
     detections = b1.predict(synthetic.seen)  # ORACLE: GT segments of the view as proposals
-    check_detections(synthetic.seen, detections)
+    check_detections(detections, synthetic.seen)
     segments = {tuple(d["segment"]) for dets in detections.values() for d in dets}
     assert segments == {(i.start, i.end) for v in synthetic.seen.videos for i in v.instances}
 
@@ -119,14 +100,14 @@ def test_two_stage_pipelines_share_one_cached_bmn(synthetic, tmp_path: Path):
     lines = []
     b1 = make("b1_bmn_clip", synthetic, {"bmn": FAST_BMN}, cache_dir=tmp_path, log=lines.append)
     b1.fit(synthetic.train)
-    check_detections(synthetic.test, b1.predict(synthetic.test))
+    check_detections(b1.predict(synthetic.test), synthetic.test)
     proposals = b1.proposals(synthetic.test)
     assert max(len(p) for p in proposals.values()) <= 100
     assert all(set(p) == {"segment", "score"} for ps in proposals.values() for p in ps)
 
     ep = make("effprompt", synthetic, {"bmn": FAST_BMN, "epochs": 1}, cache_dir=tmp_path, log=lines.append)
     ep.fit(synthetic.train)
-    check_detections(synthetic.test, ep.predict(synthetic.test))
+    check_detections(ep.predict(synthetic.test), synthetic.test)
     assert ep.proposals(synthetic.test) == proposals  # the same cached proposals
     assert sum(line.startswith("bmn epoch") for line in lines) == 1
     assert any("loaded" in line for line in lines)

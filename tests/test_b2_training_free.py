@@ -1,18 +1,12 @@
 """B-II (b2_denseclip), the training-free CLIP reference (clip_training_free) and the snippet grouping
 they share: hand-computed grouping cases, real-config models on random features of the real shape,
 overfitting a tiny seen-class set, determinism, one-line config errors, the synthetic benchmark."""
-import json
-
 import numpy as np
 import pytest
 import torch
 
-from benchmark.data.annotations import load_annotations
-from benchmark.data.features import open_feature_store
-from benchmark.data.splits import generate_splits
 from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data import zero_shot
-from benchmark.data.zero_shot import Dataset, zero_shot_views
 from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
@@ -21,6 +15,7 @@ from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from benchmark.text.tiny import make_tiny_clip
 from methods.b2_denseclip import DenseClipBaseline, boundary_targets
 from methods.modules import grouping
+from synthetic_views import check_detections, synthetic_views
 
 torch.set_num_threads(1)
 
@@ -43,17 +38,6 @@ def build(name, text, overrides=None, hparams=None, **kw):
 def as_table(detections) -> SegmentTable:
     return SegmentTable.from_rows(((v, d["segment"][0], d["segment"][1], d["label"], d["score"])
                                    for v, ds in detections.items() for d in ds), with_score=True)
-
-
-def check_detections(detections, view, limit=100):
-    durations = {v.id: v.duration for v in view.videos}
-    assert set(detections) == set(durations)
-    for vid, ds in detections.items():
-        assert len(ds) <= limit
-        for d in ds:
-            s, e = d["segment"]
-            assert 0 <= s <= e <= durations[vid] + 1e-9
-            assert d["label"] in view.classes and np.isfinite(d["score"])
 
 
 def test_grouping_hand_computed():
@@ -208,14 +192,8 @@ def test_training_free_errors(tiny_text, tmp_path):
 
 
 def test_both_methods_on_the_synthetic_benchmark(tmp_path):
-    root = ensure_synthetic(tmp_path / "synthetic", "smoke", seed=0)
-    annotations = load_annotations(root / "annotations.json")
-    dataset = Dataset("synthetic", annotations, open_feature_store(root / "features"), 100, "training", "validation",
-                      synthetic=True)
-    split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
-    train, test = zero_shot_views(dataset, split)
-    manifest = json.loads((root / "synthetic.json").read_text())["text_encoder"]
-    text = TextEncoderConfig(model=manifest["model"], pretrained=manifest["pretrained"])
+    views = synthetic_views(ensure_synthetic(tmp_path / "synthetic", "smoke", seed=0))
+    train, test, text = views.train, views.test, views.text
     for name in ("b2_denseclip", "clip_training_free"):
         method = build(name, text, tmp_path=tmp_path, hparams={"recipe": "default", "epochs": 1})
         method.fit(train)

@@ -10,16 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.data.annotations import Instance, Video, load_annotations
-from benchmark.data.features import open_feature_store
-from benchmark.data.splits import generate_splits
+from benchmark.data.annotations import Instance, Video
 from benchmark.data.synthetic import ensure_synthetic
 from benchmark.data.targets import snippet_targets
 from benchmark.data import zero_shot
 from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
-from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.clip import load_text_tower
 from benchmark.text.tiny import make_tiny_clip
 from methods import label_fusion
 from methods.modules.dynamic_conv import DynamicMaskHead
@@ -27,6 +25,7 @@ from methods.modules.losses import completeness_loss, consistency_loss, dice_los
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
 from methods.stale import (StaleConfig, build_model, make_optimizer, make_scheduler, runs, stale_losses,
                            training_steps, video_detections)
+from synthetic_views import check_detections, synthetic_views
 
 torch.set_num_threads(1)
 
@@ -253,13 +252,7 @@ def test_stale_overfits_a_tiny_seen_class_training_set(text_cfg):
 def development_views(split: int):
     """Zero-shot 75/25 views of the development benchmark: the default synthetic profile (ActivityNet-
     shaped, 800/400 videos, 100 classes) with seed 1, on which STALE's defaults were chosen."""
-    root = ensure_synthetic(DEV_ROOT, "default", seed=1)
-    dataset = zero_shot.Dataset("synthetic", load_annotations(root / "annotations.json"),
-                                open_feature_store(root / "features"), 100, "training", "validation",
-                                cache_dir=DEV_ROOT / "cache", synthetic=True)
-    split = generate_splits("synthetic", dataset.annotations.classes, 0.75, n=split + 1, seed=0)[split]
-    text_encoder = TextEncoderConfig(**json.loads((root / "synthetic.json").read_text())["text_encoder"])
-    return (*zero_shot.zero_shot_views(dataset, split), text_encoder)
+    return synthetic_views(ensure_synthetic(DEV_ROOT, "default", seed=1), split=split, cache_dir=DEV_ROOT / "cache")
 
 
 def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_benchmark():
@@ -269,10 +262,10 @@ def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_be
     is on the mean, as Table 4 reports it."""
     scores = {"maskformer": [], "gt": []}
     for split in range(4):
-        train, test, text_encoder = development_views(split)
+        views = development_views(split)
         for masking in scores:
-            _, detections = fit_predict(text_encoder, train, test, masking=masking, min_steps=StaleConfig.min_steps)
-            scores[masking].append(evaluate_detection(test.gt, detections_table(detections)).average)
+            _, detections = fit_predict(views.text, views.train, views.test, masking=masking, min_steps=StaleConfig.min_steps)
+            scores[masking].append(evaluate_detection(views.test.gt, detections_table(detections)).average)
     assert np.mean(scores["gt"]) >= np.mean(scores["maskformer"]) > 0.05, scores
 
 
@@ -435,24 +428,14 @@ def test_paper_recipe_is_per_dataset():
 # -- end to end on the embedded synthetic benchmark ----------------------------------------------
 
 def test_end_to_end_on_the_synthetic_smoke_benchmark(tmp_path):
-    from benchmark.data.annotations import load_annotations
-    from benchmark.data.features import open_feature_store
-    from benchmark.data.splits import generate_splits
-    from benchmark.data.synthetic import ensure_synthetic
-
-    root = ensure_synthetic(tmp_path / "synthetic", "smoke", seed=0)
-    manifest = json.loads((root / "synthetic.json").read_text())
-    annotations = load_annotations(root / "annotations.json")
-    features = open_feature_store(root / "features")
-    dataset = zero_shot.Dataset("synthetic", annotations, features, 100, "training", "validation", synthetic=True)
-    split = generate_splits("synthetic", annotations.classes, 0.75, n=1, seed=0)[0]
-    train, test = zero_shot.zero_shot_views(dataset, split)
-    text = TextEncoderConfig(**{k: manifest["text_encoder"][k] for k in ("model", "pretrained")})
+    views = synthetic_views(ensure_synthetic(tmp_path / "synthetic", "smoke", seed=0))
+    train, test, text, dataset = views.train, views.test, views.text, views.dataset
+    annotations = dataset.annotations
     method = get_method("stale")(make_config("stale", {"epochs": 1, "min_steps": 0}),
                                  MethodContext(seed=0, text_encoder=text, log=lambda line: None))
     method.fit(train)
     detections = method.predict(test)
-    assert set(detections) == {v.id for v in test.videos}
+    check_detections(detections, test)
     result = evaluate_detection(test.gt, detections_table(detections))
     assert 0.0 <= result.average <= 1.0
 

@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 SETTINGS = {
@@ -30,35 +29,6 @@ SETTINGS = {
     "activitynet": {"train_videos": 300, "test_videos": 0, "T": 100, "D": 512, "seen": 150, "unseen": 50,
                     "tower": "ViT-B-16", "steps": 3},
 }
-
-
-def random_views(train_videos: int, test_videos: int, T: int, D: int, seen: int, unseen: int, seed: int = 0):
-    """Random features and random instances, shaped like the real views."""
-    from benchmark.data.annotations import Instance, Video
-    from benchmark.data.targets import snippet_targets
-    from benchmark.data.zero_shot import TestView, TrainView
-    from benchmark.evaluation.segments import SegmentTable
-
-    rng = np.random.default_rng(seed)
-    names = [f"action number {k}" for k in range(seen + unseen)]
-    seen_classes, unseen_classes = tuple(sorted(names[:seen])), tuple(sorted(names[seen:]))
-
-    def videos(n, classes, prefix):
-        out = []
-        for i in range(n):
-            duration = float(rng.uniform(30, 200))
-            start = float(rng.uniform(0, 0.6 * duration))
-            end = float(min(duration, start + rng.uniform(0.1, 0.4) * duration))
-            label = classes[rng.integers(len(classes))]
-            out.append(Video(f"{prefix}{i}", "x", duration, None, (Instance(start, end, label),)))
-        return out
-
-    train = videos(train_videos, seen_classes, "tr")
-    test = videos(test_videos, unseen_classes, "te")
-    targets = snippet_targets(train, {c: k for k, c in enumerate(seen_classes)}, T)
-    gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in test for i in v.instances), with_score=False)
-    return (TrainView(train, rng.standard_normal((train_videos, T, D), dtype=np.float32), targets, seen_classes, T),
-            TestView(test, rng.standard_normal((test_videos, T, D), dtype=np.float32), unseen_classes, gt, T))
 
 
 def tower_for(kind: str, device: str, directory: str):
@@ -82,6 +52,7 @@ def peak_memory_mb(device: torch.device) -> float:
 
 def run(setting: str, steps: int, warmup: int, device: str) -> dict:
     from benchmark.harness.registry import MethodContext, apply_hparams
+    from benchmark.perf.bench_b2 import random_views
     from methods.modules.training import as_tensor, seed_everything
     from methods.stale import Stale, StaleConfig, build_model, make_optimizer, train_step
 
@@ -90,7 +61,7 @@ def run(setting: str, steps: int, warmup: int, device: str) -> dict:
     baseline = peak_memory_mb(dev)  # after the imports (torch + open_clip alone are several hundred MB of RSS)
     recipe = "default" if setting == "synthetic" else "paper"
     cfg = apply_hparams("stale", StaleConfig(), {"recipe": recipe}, "activitynet")
-    train, test = random_views(*(spec[k] for k in ("train_videos", "test_videos", "T", "D", "seen", "unseen")))
+    train, test = random_views(*(spec[k] for k in ("train_videos", "test_videos", "seen", "unseen", "T", "D")))
     result = {"setting": setting, "device": device, "torch_threads": torch.get_num_threads(), **spec,
               "batch_size": cfg.batch_size, "config": "default" if setting == "synthetic" else "PAPER['activitynet']"}
     with tempfile.TemporaryDirectory() as tmp:
