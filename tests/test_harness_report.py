@@ -102,3 +102,28 @@ def test_report_command_uses_the_data_flags_of_the_last_run(tmp_path, capsys):
     md = (tmp_path / "reports/toy/t1.md").read_text()
     assert md.startswith("# Toy table — real data (toyset, features:") and "| 40.0" in md
     assert "reports (default):" in capsys.readouterr().out  # the newest run's profile
+
+
+def test_pooled_fp_profile_keeps_the_groups_in_numeric_order_after_the_records_json():
+    """Records are written with sorted keys ("10G" before "2G"); the pooled profile must read 1G..10G."""
+    import json
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from benchmark.evaluation.diagnostics import false_positive_profile
+    from benchmark.evaluation.segments import SegmentTable
+    from benchmark.harness.report import pooled_fp_profile
+    from benchmark.harness.runner import detad_summary
+
+    rng = np.random.default_rng(0)
+    gt = SegmentTable.from_rows([("v", 10.0 * i, 10.0 * i + 5, "a") for i in range(5)], with_score=False)
+    detections = {"v": [{"segment": [float(s), float(s) + 5], "label": "a", "score": float(rng.random())}
+                        for s in rng.uniform(0, 50, 60)]}
+    view = SimpleNamespace(gt=gt, videos=[SimpleNamespace(id="v", duration=60.0)])
+    record = json.loads(json.dumps(detad_summary(view, detections, [0.5]), sort_keys=True))
+    assert list(record["fp_fractions"]["true positive"])[:3] == ["10G", "1G", "2G"]  # what the store hands back
+    pooled = pooled_fp_profile([record, record])
+    assert list(pooled.fractions.index) == [f"{g}G" for g in range(1, 11)]
+    direct = false_positive_profile(gt, SegmentTable.from_detections(detections), [0.5]).fractions
+    pd.testing.assert_frame_equal(pooled.fractions, direct, check_names=False)

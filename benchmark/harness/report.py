@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -94,50 +95,54 @@ def _diagnostics_of(frame: pd.DataFrame, fig: dict) -> dict[str, list[dict]]:
     return {label: [d for d in rows.loc[rows["row"] == label, "diagnostics"] if d] for label in wanted}
 
 
+def _figure_per_row(frame: pd.DataFrame, fig: dict, stem: Path, source: str, pool, plot) -> list[Path]:
+    """One figure per row: ``plot(pool(runs), path, title)``, ``runs`` the row's per-split DETAD summaries."""
+    paths = []
+    for label, runs in _diagnostics_of(frame, fig).items():
+        if runs:
+            title = f"{label}, {fig.get('setting', '')}, mean of {len(runs)} splits ({source})"
+            paths += list(plot(pool(runs), Path(f"{stem}_{_slug(label)}"), title))
+    return paths
+
+
+def pooled_fp_profile(runs: list[dict]):
+    """The DETAD false-positive profiles of a row's jobs (records' ``diagnostics``), averaged."""
+    from benchmark.evaluation.diagnostics import ERROR_TYPES, OUTCOMES, FalsePositiveProfile
+
+    # the records' JSON has sorted keys ("10G" before "2G", outcomes alphabetical): back to the profile's order
+    groups = sorted(pd.DataFrame(runs[0]["fp_fractions"]).index, key=lambda g: int(g.rstrip("G")))
+    total = sum(pd.DataFrame(r["fp_fractions"]).fillna(0.0) for r in runs)
+    fractions = (total / len(runs)).reindex(index=groups, columns=list(OUTCOMES))
+    gain = {k: float(np.mean([r["fp_gain"][k] for r in runs])) for k in ERROR_TYPES}
+    return FalsePositiveProfile(np.array(runs[0]["tiou"]), None, None, fractions,
+                                np.mean([r["map_n"] for r in runs], axis=0), gain,
+                                float(np.mean([r["n_norm"] for r in runs])))
+
+
+def pooled_sensitivity(runs: list[dict]):
+    """The DETAD sensitivity of a row's jobs: ground-truth counts summed, mAP_N and FN rates averaged."""
+    from benchmark.evaluation.diagnostics import SensitivityResult
+
+    bins = pd.concat([pd.DataFrame(r["sensitivity"]) for r in runs])
+    pooled = bins.groupby(["characteristic", "bin"], sort=False).agg(
+        n_gt=("n_gt", "sum"), map_n=("map_n", "mean"), fn_rate=("fn_rate", "mean")).reset_index()
+    return SensitivityResult(np.array(runs[0]["tiou"]), float(np.mean([r["sensitivity_map_n"] for r in runs])), pooled)
+
+
 @register_figure("fp_profile")
 def _fp_profile(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
     """DETAD false-positive profile per row, averaged over the splits (one figure per row)."""
-    import numpy as np
-
-    from benchmark.evaluation.diagnostics import FalsePositiveProfile
     from benchmark.evaluation.plots import plot_fp_profile
 
-    paths = []
-    for label, runs in _diagnostics_of(frame, fig).items():
-        if not runs:
-            continue
-        groups = list(pd.DataFrame(runs[0]["fp_fractions"]).index)  # "1G".."10G" (a sum would sort them as text)
-        fractions = (sum(pd.DataFrame(r["fp_fractions"]).fillna(0.0) for r in runs) / len(runs)).reindex(groups)
-        gain = {k: float(np.mean([r["fp_gain"][k] for r in runs])) for k in runs[0]["fp_gain"]}
-        profile = FalsePositiveProfile(np.array(runs[0]["tiou"]), None, None, fractions,
-                                       np.mean([r["map_n"] for r in runs], axis=0), gain,
-                                       float(np.mean([r["n_norm"] for r in runs])))
-        name = Path(f"{stem}_{_slug(label)}")
-        title = f"{label}, {fig.get('setting', '')}, mean of {len(runs)} splits ({source})"
-        paths += list(plot_fp_profile(profile, name, title))
-    return paths
+    return _figure_per_row(frame, fig, stem, source, pooled_fp_profile, plot_fp_profile)
 
 
 @register_figure("sensitivity")
 def _sensitivity(frame: pd.DataFrame, table: Table, fig: dict, stem: Path, source: str) -> list[Path]:
     """DETAD sensitivity (mAP_N and false negatives by coverage, length, instances) per row, split mean."""
-    import numpy as np
-
-    from benchmark.evaluation.diagnostics import SensitivityResult
     from benchmark.evaluation.plots import plot_sensitivity
 
-    paths = []
-    for label, runs in _diagnostics_of(frame, fig).items():
-        if not runs:
-            continue
-        bins = pd.concat([pd.DataFrame(r["sensitivity"]) for r in runs])
-        pooled = bins.groupby(["characteristic", "bin"], sort=False).agg(
-            n_gt=("n_gt", "sum"), map_n=("map_n", "mean"), fn_rate=("fn_rate", "mean")).reset_index()
-        result = SensitivityResult(np.array(runs[0]["tiou"]), float(np.mean([r["sensitivity_map_n"] for r in runs])), pooled)
-        name = Path(f"{stem}_{_slug(label)}")
-        title = f"{label}, {fig.get('setting', '')}, mean of {len(runs)} splits ({source})"
-        paths += list(plot_sensitivity(result, name, title))
-    return paths
+    return _figure_per_row(frame, fig, stem, source, pooled_sensitivity, plot_sensitivity)
 
 
 def _slug(label: str) -> str:
