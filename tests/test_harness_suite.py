@@ -155,13 +155,14 @@ def test_profiles_deep_merge(tmp_path):
 
 # --- code version ----------------------------------------------------------------------------
 
-def test_code_version_follows_code_but_not_suites(tmp_path, monkeypatch):
+def test_code_version_follows_code_but_not_suites_or_plots(tmp_path, monkeypatch):
     monkeypatch.delenv("ZSTAD_CODE_VERSION")
-    for rel in ("benchmark/a.py", "benchmark/suites/s.yaml", "methods/m.py"):
+    for rel in ("benchmark/a.py", "benchmark/suites/s.yaml", "benchmark/evaluation/plots.py", "methods/m.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     v1 = code_version(tmp_path)
     (tmp_path / "benchmark/suites/s.yaml").write_text("changed: true\n")
+    (tmp_path / "benchmark/evaluation/plots.py").write_text("x = 2\n")  # draws figures, changes no number
     (tmp_path / "benchmark/__pycache__").mkdir()
     (tmp_path / "benchmark/__pycache__/a.cpython-311.pyc").write_bytes(b"\0")
     assert code_version(tmp_path) == v1

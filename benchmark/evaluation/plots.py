@@ -36,12 +36,23 @@ def _figure(width: float, height: float, title: str, ncols: int = 1, nrows: int 
         yield fig, axes.ravel()
 
 
+@contextmanager
+def _seeded_numpy(seed: int):
+    """numpy's global generator seeded inside the block, its state restored after it."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def _save(fig: Figure, stem: str | Path) -> tuple[Path, Path]:
     stem = Path(stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     paths = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
-    for path in paths:
-        fig.savefig(path, dpi=150)
+    for path in paths:  # no creation date in the PDF: a rebuild from the same records gives the same files
+        fig.savefig(path, dpi=150, metadata={"CreationDate": None} if path.suffix == ".pdf" else None)
     return paths
 
 
@@ -106,7 +117,7 @@ def plot_error_propagation(table: pd.DataFrame, stem: str | Path, title: str) ->
     """Average mAP per method in each error-propagation setting (columns method, setting, average)."""
     data = table.assign(average=table["average"] * 100)
     with _figure(max(5, 1.6 * data["method"].nunique()), 4, title) as (fig, (ax,)):
-        sns.barplot(data=data, x="method", y="average", hue="setting", ax=ax)
+        sns.barplot(data=data, x="method", y="average", hue="setting", ax=ax, seed=0)  # seeded bootstrap CI
         for bars in ax.containers:
             _label_bars(ax, bars)
         ax.set(xlabel="", ylabel="average mAP (%)")
@@ -117,7 +128,7 @@ def plot_noise_curve(table: pd.DataFrame, stem: str | Path, title: str) -> tuple
     """Average mAP against the tIoU of jittered GT segments, one line per method (columns method, level, average)."""
     data = table.assign(average=table["average"] * 100)
     with _figure(6, 4, title) as (fig, (ax,)):
-        sns.lineplot(data=data, x="level", y="average", hue="method", marker="o", ax=ax)
+        sns.lineplot(data=data, x="level", y="average", hue="method", marker="o", ax=ax, seed=0)
         ax.invert_xaxis()  # from clean GT segments to worse localisation
         ax.set(xlabel="tIoU of the given segments with the GT", ylabel="average mAP (%)")
         return _save(fig, stem)
@@ -127,8 +138,9 @@ def plot_split_metric(table: pd.DataFrame, stem: str | Path, title: str, metric:
     """One dot per split and method, with the mean and its 95% CI (columns method, split, ``metric``)."""
     data = table.assign(**{metric: table[metric] * 100})
     with _figure(max(5, 1.4 * data["method"].nunique()), 4, title) as (fig, (ax,)):
-        sns.stripplot(data=data, x="method", y=metric, ax=ax, alpha=0.6, jitter=0.15)
-        sns.pointplot(data=data, x="method", y=metric, ax=ax, errorbar=("ci", 95), color="k",
+        with _seeded_numpy(0):  # seaborn draws the strip jitter from numpy's global generator
+            sns.stripplot(data=data, x="method", y=metric, ax=ax, alpha=0.6, jitter=0.15)
+        sns.pointplot(data=data, x="method", y=metric, ax=ax, errorbar=("ci", 95), seed=0, color="k",
                       linestyle="none", marker="_", markersize=20, capsize=0.2)
         ax.set(xlabel="", ylabel=f"{metric} mAP (%) per split")
         return _save(fig, stem)

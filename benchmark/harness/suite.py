@@ -53,8 +53,9 @@ Code version (``code_version()``): sha256 over the path and bytes of every file 
 ``benchmark/`` and ``methods/`` as they are on disk, i.e. the git tree hash idea *including*
 uncommitted edits (a dirty tree must not reuse results of the committed one). It works the same
 for a git clone and an installed package. Left out, because they cannot change a number:
-``benchmark/suites/`` (their content that matters is in every spec), ``benchmark/harness/report.py``
-and ``benchmark/perf/``. ``ZSTAD_CODE_VERSION`` pins it (tests; deliberately reusing results).
+``benchmark/suites/`` (their content that matters is in every spec), ``benchmark/harness/report.py``,
+``benchmark/evaluation/plots.py`` (tables and figures are drawn from the records) and
+``benchmark/perf/``. ``ZSTAD_CODE_VERSION`` pins it (tests; deliberately reusing results).
 """
 from __future__ import annotations
 
@@ -533,7 +534,7 @@ def _dir_digest(root: str, patterns: tuple[str, ...]) -> str:
 
 CODE_ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("benchmark", "methods")
-CODE_EXCLUDED = ("benchmark/suites", "benchmark/harness/report.py", "benchmark/perf")
+CODE_EXCLUDED = ("benchmark/suites", "benchmark/harness/report.py", "benchmark/evaluation/plots.py", "benchmark/perf")
 
 
 def code_version(root: Path = CODE_ROOT) -> str:
