@@ -3,8 +3,9 @@
 Without data flags the suite's embedded synthetic benchmark is generated once (cached) and used;
 ``--data-root DIR`` or ``--annotations F --features DIR`` switch to real data, ``--split-lists DIR``
 to the published class splits. Finished jobs are skipped (``--force``, ``--only``, ``--retry-failed``
-change that); ``--dry-run`` prints the job table. Results go to ``results/<suite>/``, tables and
-figures to ``reports/<suite>/``. The exit code is non-zero if any job failed or timed out.
+change that); ``--dry-run`` makes every check of a run, prints the job table and runs nothing.
+Results go to ``results/<suite>/``, tables and figures to ``reports/<suite>/``. The exit code is 1
+if any job failed or timed out, 2 on bad input (one line, before any job starts).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from benchmark.errors import InputError
+from benchmark.errors import run_command
 from benchmark.harness.cli import add_run_arguments, add_store_arguments, run_suite
 
 ROOT = Path(__file__).resolve().parent
@@ -23,11 +24,7 @@ def main(argv=None) -> int:
     add_run_arguments(parser)
     add_store_arguments(parser, root=ROOT)
     args = parser.parse_args(argv)
-    try:
-        return run_suite(args, results_dir=args.results_dir, reports_dir=args.reports_dir)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(run_suite, args, results_dir=args.results_dir, reports_dir=args.reports_dir)
 
 
 if __name__ == "__main__":

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
-from benchmark.errors import InputError
+from benchmark.errors import run_command
 
 # Each module defines register(subparsers) and sets `func` on its parsers.
 COMMAND_MODULES = ("benchmark.data.cli", "benchmark.evaluation.cli", "benchmark.harness.cli")
@@ -25,8 +24,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)

@@ -208,14 +208,16 @@ class BmnClip(TwoStage):
             raise ConfigError("b1_bmn_clip: projection_steps must be >= 1 and projection_lr > 0")
         self.projection: torch.Tensor | None = None  # [D, E] when learned
 
+    @classmethod
+    def check_features(cls, config: Config, feature_dim: int, text_dim: int) -> None:
+        if config.projection == "identity" and feature_dim != text_dim:
+            raise ConfigError(f"b1_bmn_clip: features are {feature_dim}-d but the text encoder's space is "
+                              f"{text_dim}-d; use CLIP image features or projection='linear'")
+
     def fit_classifier(self, train_view) -> None:
-        D, E = train_view.features.shape[-1], self.tower.embed_dim
-        if self.config.projection == "identity":
-            if D != E:
-                raise ConfigError(f"b1_bmn_clip: features are {D}-d but the text encoder's space is {E}-d; "
-                                  f"use CLIP image features or projection='linear'")
-            return
-        self.projection = self.fit_projection(train_view)
+        self.check_features(self.config, train_view.features.shape[-1], self.tower.embed_dim)
+        if self.config.projection == "linear":
+            self.projection = self.fit_projection(train_view)
 
     def fit_projection(self, train_view) -> torch.Tensor:
         """W [D, E] minimising CE(τ · cos(v W, z_k)) over the seen-class GT segments' mean features v."""

@@ -56,6 +56,12 @@ class ClipTrainingFree(Method):
         super().__init__(config, context)
         self.logit_scale: float | None = None  # read from the text tower on first use
 
+    @classmethod
+    def check_features(cls, config: Config, feature_dim: int, text_dim: int) -> None:
+        if feature_dim != text_dim:
+            raise ConfigError(f"clip_training_free: features are {feature_dim}-d but the text embeddings "
+                              f"{text_dim}-d; it needs snippet features in CLIP's joint space")
+
     def fit(self, train_view) -> None:
         """Nothing to learn."""
 
@@ -64,9 +70,7 @@ class ClipTrainingFree(Method):
         text_cfg = self.context.text_encoder
         text = class_embeddings(text_cfg, test_view.classes, self.context.cache_dir)  # [K, E], unit norm
         features = np.asarray(test_view.features, dtype=np.float32)
-        if features.shape[-1] != text.shape[1]:
-            raise ConfigError(f"clip_training_free: features are {features.shape[-1]}-d but the text embeddings "
-                              f"{text.shape[1]}-d; it needs snippet features in CLIP's joint space")
+        self.check_features(self.config, features.shape[-1], text.shape[1])
         if self.logit_scale is None:
             self.logit_scale = float(load_text_tower(text_cfg).logit_scale.exp())
         x = torch.nn.functional.normalize(torch.from_numpy(features), dim=-1)

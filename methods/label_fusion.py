@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from benchmark.data.annotations import read_json
 from benchmark.errors import InputError
 from methods.modules.training import minibatches, seed_everything
 
@@ -33,10 +34,7 @@ NOT_ZERO_SHOT = "not zero-shot: labels fused from an external video classifier t
 def read_external_scores(path: str | Path) -> dict[str, dict]:
     """``{video_key: {"class": str, "score": float}}`` from a ``stale_best_score.json``-format file."""
     path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{path}: cannot read external classifier scores ({type(e).__name__}: {e})") from None
+    raw = read_json(path, InputError)
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected {{video: {{'class': name, 'score': x}}}}, got {type(raw).__name__}")
     for vid, entry in raw.items():

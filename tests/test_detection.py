@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from benchmark.data.annotations import load_annotations
+from benchmark.errors import InputError, run_command
 from benchmark.evaluation import cli
-from benchmark.errors import InputError
 from benchmark.evaluation.detection import (
     ACTIVITYNET_TIOU, THUMOS_TIOU, PredictionError, average_precision, evaluate_detection, load_predictions,
     match_predictions, parse_tiou,
@@ -424,7 +424,7 @@ def run_cli(argv, capsys):
     parser = argparse.ArgumentParser(prog="benchmark")
     cli.register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    code = args.func(args)
+    code = run_command(args.func, args)  # as `python -m benchmark` runs it
     out, err = capsys.readouterr()
     return code, out, err
 

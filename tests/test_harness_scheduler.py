@@ -83,18 +83,25 @@ def test_raise_hard_exit_and_timeout_are_recorded_and_the_rest_finishes(tmp_path
         assert prov["seed"] == 0 and prov["device"] == "cpu" and prov["git_commit"] and prov["packages"]["torch"]
         assert prov["start_time"] <= prov["end_time"] and prov["host"]
 
-        boom = recs[f"toy/boom/75/25/split{split}/seed0"]
-        assert boom["status"] == "failed" and "RuntimeError: toy failure on purpose" in boom["error"]
-        assert "Traceback" in boom["error"] and boom["metrics"] == {}
+        boom = recs[f"toy/boom/75/25/split{split}/seed0"]  # the record keeps the line, the log the traceback
+        assert boom["status"] == "failed" and boom["error"] == "RuntimeError: toy failure on purpose"
+        assert boom["metrics"] == {}
+        log = (tmp_path / "results/toy" / boom["key"] / "job.log").read_text()
+        assert "Traceback" in log and "RuntimeError: toy failure on purpose" in log
 
         crash = recs[f"toy/crash/75/25/split{split}/seed0"]
         assert crash["status"] == "failed" and crash["exit"] == {"signal": None, "code": 3}
-        assert "exited with code 3 without writing a record" in crash["error"]
+        assert crash["error"].startswith("job process exited with code 3 without writing a record (last log line: ")
+        assert len(crash["error"].splitlines()) == 1
 
         hang = recs[f"toy/hang/75/25/split{split}/seed0"]
         assert hang["status"] == "timeout" and hang["exit"]["signal"] == "SIGKILL"
-        assert "timed out after 1s" in hang["error"]
+        assert "timed out after 1s" in hang["error"] and len(hang["error"].splitlines()) == 1
         assert wait_dead(job_pid(tmp_path / "results/toy" / hang["key"]))
+    summary_rows = [line for line in out.splitlines() if "toy/boom/" in line and line.startswith("failed")]
+    assert len(summary_rows) == 2 and all(row.endswith("RuntimeError: toy failure on purpose") for row in summary_rows)
+    index = (tmp_path / "reports-results" / "toy" / "README.md").read_text()
+    assert "## Failed jobs" in index and "- `toy/boom/75/25/split0/seed0` (failed): RuntimeError: toy failure on purpose" in index
 
 
 def test_resume_and_the_selection_flags(tmp_path, capsys):

@@ -18,6 +18,7 @@ same video has the same id in every ActivityNet format (a few real ActivityNet i
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import warnings
@@ -25,7 +26,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmark.errors import InputError
+from benchmark.errors import InputError, read_text
 
 
 class AnnotationError(InputError):
@@ -85,7 +86,7 @@ def load_annotations(path: str | Path, fmt: str | None = None, video_info: str |
     ``video_info`` is the BMN ``video_info_new.csv``; by default it is looked for beside the JSON.
     """
     path = Path(path)
-    raw = _read_json(path)
+    raw = read_json(path)
     fmt = fmt or detect_format(raw, path)
     if fmt == "activitynet":
         return _from_database(raw["database"], path, fmt, with_fps=False)
@@ -116,14 +117,12 @@ def detect_format(raw: object, path: Path) -> str:
     raise AnnotationError(f"{path}: not a recognised annotation format (expected one of {', '.join(FORMATS)})")
 
 
-def _read_json(path: Path):
+def read_json(path: Path, error: type[InputError] = AnnotationError):
+    """A JSON file's content; a missing, unreadable, non-UTF-8 or malformed file is one-line ``error``."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file not found") from None
+        return json.loads(read_text(path, error, "JSON file"))
     except json.JSONDecodeError as e:
-        raise AnnotationError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+        raise error(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
 
 
 def _number(value, path: Path, vid: str, what: str) -> float:
@@ -197,11 +196,10 @@ def _from_database(db: dict, path: Path, fmt: str, with_fps: bool) -> Annotation
 
 def _from_bmn(raw: dict, path: Path, info_path: Path) -> Annotations:
     """BMN's annotation JSON has no subsets; they come from ``video_info_new.csv``."""
+    if not info_path.is_file():
+        raise AnnotationError(f"{path}: BMN annotations need {info_path.name} beside them (not found: {info_path})")
     try:
-        with open(info_path, newline="") as f:
-            info = {row["video"]: row for row in csv.DictReader(f)}
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: BMN annotations need {info_path.name} beside them (not found: {info_path})") from None
+        info = {row["video"]: row for row in csv.DictReader(io.StringIO(read_text(info_path, AnnotationError, "CSV file"), newline=""))}
     except KeyError:
         raise AnnotationError(f"{info_path}: expected a 'video' column") from None
     videos, skipped = {}, Counter()

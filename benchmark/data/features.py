@@ -308,7 +308,8 @@ def load_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
     Bad input raises a one-line :class:`FeatureError` naming the store or file and the video: videos
     without features (all counted, the first few listed, checked before anything is read), an
     unreadable or corrupt file, a non-2-D array, T_raw = 0, NaN/inf, a D that differs from the first
-    video's. T_raw = 1 is *not* an error: interpolating one row gives that row T times, which is what
+    video's; every video is read, so one error counts all the bad files and names the first few.
+    T_raw = 1 is *not* an error: interpolating one row gives that row T times, which is what
     STALE's loader does too; such videos are counted and named in one warning (repeated on a cache hit).
 
     ``n_jobs`` > 1 reads with that many threads (``np.load`` releases the GIL while it reads). With
@@ -316,6 +317,11 @@ def load_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
     cores (benchmark/perf/bench_features.py); they are for disks where reads wait on I/O.
     """
     video_ids = list(video_ids)
+    cache = _Cache(Path(cache_dir), store, video_ids, T) if cache_dir is not None else None
+    return _load(store, video_ids, T, cache, n_jobs)
+
+
+def _load(store: FeatureStore, video_ids: list[str], T: int, cache: "_Cache | None", n_jobs: int) -> np.ndarray:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not video_ids:
@@ -325,7 +331,6 @@ def load_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
         naming = f"; {store.naming()}" if hasattr(store, "naming") else ""
         raise FeatureError(f"{store.source}: {len(missing)} of {len(video_ids)} videos have no features, "
                            f"e.g. {', '.join(missing[:5])}{naming}")
-    cache = _Cache(Path(cache_dir), store, video_ids, T) if cache_dir is not None else None
     if cache is not None:
         hit = cache.load()
         if hit is not None:
@@ -339,40 +344,104 @@ def load_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
     return features
 
 
+def scan_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_dir: str | Path) -> Path:
+    """Check and rescale, once and before any job, every video a run will read; returns the run's cache.
+
+    The same pass as :func:`load_features` (finite values, a [T_raw >= 1, D] array, one D for all;
+    every bad video named in one error), over the union of the jobs' videos. The cached array keeps
+    its ids, so jobs take their rows from it (:class:`ScannedFeatures`) instead of reading the files
+    again; on a rerun the cache is found by the files' fingerprint (one stat per file) and nothing
+    is read.
+    """
+    ids = sorted(set(video_ids))
+    cache = _Cache(Path(cache_dir), store, ids, T)
+    _load(store, ids, T, cache, n_jobs=1)
+    if not cache.array_path.is_file():
+        raise FeatureError(f"{cache_dir}: the feature cache could not be written (see the warning above)")
+    return cache.array_path
+
+
+class ScannedFeatures:
+    """Rows of a run's feature scan (:func:`scan_features`), read through a memory map."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            ids = json.loads(self.path.with_suffix(".json").read_text())["ids"]
+            self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError, KeyError) as e:
+            raise FeatureError(f"{self.path}: unreadable feature scan ({_first_line(e)})") from None
+        self.row = {vid: i for i, vid in enumerate(ids)}
+
+    def take(self, video_ids: Sequence[str]) -> np.ndarray:
+        """``[N, T, D]`` float32 in ``video_ids`` order, as :func:`load_features` would return it."""
+        missing = [v for v in video_ids if v not in self.row]
+        if missing:
+            raise FeatureError(f"{self.path}: {len(missing)} videos are not in the run's feature scan, "
+                               f"e.g. {', '.join(missing[:5])}")
+        return np.ascontiguousarray(self.array[[self.row[v] for v in video_ids]])
+
+
 def _read_all(store: FeatureStore, video_ids: list[str], T: int, n_jobs: int) -> tuple[np.ndarray, list[str]]:
-    """Read, check and rescale into one preallocated array; raw arrays are dropped as they are used."""
-    first = store.read(video_ids[0])
+    """Read, check and rescale into one preallocated array; raw arrays are dropped as they are used.
+
+    Every video is read even after a bad one, so that one error names all the bad files at once.
+    """
+    problems: dict[int, str] = {}
+    first = None
+    for i0, vid in enumerate(video_ids):  # the first readable video fixes D
+        try:
+            first = store.read(vid)
+            break
+        except FeatureError as e:
+            problems[i0] = str(e)
+    if first is None:
+        raise _bad_videos(store, problems, len(video_ids))
     D = first.shape[1]
     out = np.empty((len(video_ids), T, D), np.float32)
     single_row = np.zeros(len(video_ids), bool)
     per_thread = threading.local()
 
     def fill(i: int, x: np.ndarray | None = None) -> None:
-        x = store.read(video_ids[i]) if x is None else x
-        if x.shape[1] != D:
-            raise FeatureError(f"{store.source}: video {video_ids[i]}: feature dimension D = {x.shape[1]}, "
-                               f"but video {video_ids[0]} has D = {D}")
+        try:
+            x = store.read(video_ids[i]) if x is None else x
+            if x.shape[1] != D:
+                raise FeatureError(f"{store.source}: video {video_ids[i]}: feature dimension D = {x.shape[1]}, "
+                                   f"but video {video_ids[i0]} has D = {D}")
+        except FeatureError as e:
+            problems[i] = str(e)
+            return
         single_row[i] = x.shape[0] == 1
         if not hasattr(per_thread, "scratch"):
             per_thread.scratch = np.empty((T, D), np.float32)
         rescale(x, T, out=out[i], scratch=per_thread.scratch)
 
-    with tqdm(total=len(video_ids), desc=f"features T={T}", unit="video", disable=None) as bar:
-        fill(0, first)
+    with tqdm(total=len(video_ids), initial=i0, desc=f"features T={T}", unit="video", disable=None) as bar:
+        fill(i0, first)
         bar.update()
         del first
+        rest = range(i0 + 1, len(video_ids))
         if n_jobs <= 1:
-            for i in range(1, len(video_ids)):
+            for i in rest:
                 fill(i)
                 bar.update()
         else:
-            pool = ThreadPoolExecutor(n_jobs)
-            try:
-                for _ in pool.map(fill, range(1, len(video_ids))):
+            with ThreadPoolExecutor(n_jobs) as pool:
+                for _ in pool.map(fill, rest):
                     bar.update()
-            finally:
-                pool.shutdown(cancel_futures=True)  # on an error, do not read the rest first
+    if problems:
+        raise _bad_videos(store, problems, len(video_ids))
     return out, [video_ids[i] for i in np.flatnonzero(single_row)]
+
+
+def _bad_videos(store: FeatureStore, problems: dict[int, str], n: int, shown: int = 3) -> FeatureError:
+    """One line for every unusable video: how many, and the first few messages (each names its file)."""
+    first = [problems[i] for i in sorted(problems)[:shown]]
+    if len(problems) == 1:
+        return FeatureError(first[0])
+    more = f" (and {len(problems) - shown} more)" if len(problems) > shown else ""
+    return FeatureError(f"{store.source}: {len(problems)} of {n} videos have unusable features: "
+                        + " | ".join(first) + more)
 
 
 def _warn_single_row(store: FeatureStore, single_row: list[str], T: int) -> None:
@@ -386,6 +455,7 @@ class _Cache:
 
     def __init__(self, cache_dir: Path, store: FeatureStore, video_ids: list[str], T: int):
         self.dir = cache_dir
+        self.ids = video_ids
         self.ids_sha = hashlib.sha256("\n".join(video_ids).encode()).hexdigest()
         self.meta = {"version": CACHE_VERSION, "source": os.path.abspath(store.source), "T": T, "n": len(video_ids),
                      "ids_sha256": self.ids_sha, "fingerprint": store.fingerprint(video_ids)}
@@ -414,7 +484,7 @@ class _Cache:
             self.dir.mkdir(parents=True, exist_ok=True)
             np.save(tmp, features)
             os.replace(tmp, self.array_path)
-            meta = {**self.meta, "D": features.shape[2], "single_row": single_row}
+            meta = {**self.meta, "D": features.shape[2], "single_row": single_row, "ids": self.ids}
             self.meta_path.write_text(json.dumps(meta, indent=1))
         except OSError as e:  # a cache that cannot be written costs time, not results
             tmp.unlink(missing_ok=True)

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmark.errors import InputError
+from benchmark.errors import InputError, read_text
 
 import numpy as np
 
@@ -73,10 +73,7 @@ def generate_splits(dataset: str, classes, ratio: float, n: int = 10, seed: int 
 
 def _read_list(path: Path, known: set[str]) -> list[str]:
     names = []
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise SplitError(f"{path}: cannot read split list ({e.strerror})") from None
+    lines = read_text(path, SplitError, "split list").splitlines()
     for lineno, line in enumerate(lines, 1):
         name = line.strip()
         if not name:
@@ -141,7 +138,7 @@ def read_split(path: str | Path, classes=None) -> ClassSplit:
     """Load a split JSON; with ``classes`` given, check it partitions exactly that class list."""
     path = Path(path)
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(read_text(path, SplitError, "split file"))
         record.pop("setting", None)
         split = ClassSplit(**{**record, "seen": tuple(record["seen"]), "unseen": tuple(record["unseen"])})
     except (OSError, json.JSONDecodeError, TypeError, KeyError) as e:

@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.annotations import Annotations, Video
-from benchmark.data.features import load_features
+from benchmark.data.features import ScannedFeatures, load_features
 from benchmark.data.splits import ClassSplit
 from benchmark.data.targets import SnippetTargets, snippet_targets
+from benchmark.errors import InputError
 from benchmark.evaluation.segments import SegmentTable
 
 # THUMOS14 annotates every CliffDiving instance as Diving too (DESIGN.md §1, pitfall 5).
@@ -37,6 +38,13 @@ class Dataset:
     test_subset: str
     cache_dir: Path | None = None
     synthetic: bool = False
+    scan: ScannedFeatures | None = None  # a run's checked features (scan_features); else read per view
+
+    def load(self, video_ids: list[str]) -> np.ndarray:
+        """``[N, T, D]`` features of these videos, from the run's scan when there is one."""
+        if self.scan is not None:
+            return self.scan.take(video_ids)
+        return load_features(self.features, video_ids, self.T, self.cache_dir)
 
 
 @dataclass(frozen=True)
@@ -85,8 +93,8 @@ def last_annotation_only(video: Video) -> Video:
     return replace(video, instances=video.instances[-1:])
 
 
-def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> TrainView:
-    classes = tuple(sorted(classes))
+def training_videos(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> list[Video]:
+    """The training videos a view of ``classes`` holds, each with only the instances of ``classes``."""
     keep = set(classes)
     videos = _with_duration(dataset.annotations.subset(dataset.train_subset), f"{dataset.name} training")
     if last_only:
@@ -94,27 +102,34 @@ def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", la
     if unseen_in_training == "drop":
         videos = [v for v in videos if all(i.label in keep for i in v.instances)]
     elif unseen_in_training != "remove":
-        raise ValueError(f"unseen_in_training must be 'remove' or 'drop', got {unseen_in_training!r}")
+        raise InputError(f"unseen_in_training must be 'remove' or 'drop', got {unseen_in_training!r}")
     videos = [_keep(v, keep) for v in videos]
-    videos = [v for v in videos if v.instances]
-    features = load_features(dataset.features, [v.id for v in videos], dataset.T, dataset.cache_dir)
-    targets = snippet_targets(videos, {c: k for k, c in enumerate(classes)}, dataset.T)
-    return TrainView(videos, features, targets, classes, dataset.T)
+    return [v for v in videos if v.instances]
 
 
-def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False,
-              notes=()) -> TestView:
-    classes = tuple(sorted(classes))
+def scored_videos(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False) -> list[Video]:
+    """The scored test videos of ``classes``, each with only the instances of ``classes``."""
     keep = set(classes)
     videos = _with_duration(dataset.annotations.subset(dataset.test_subset), f"{dataset.name} test")
     if last_only:
         videos = [last_annotation_only(v) for v in videos]
     videos = [_keep(v, keep) for v in videos]
-    if not score_all_test_videos:
-        videos = [v for v in videos if v.instances]
+    return videos if score_all_test_videos else [v for v in videos if v.instances]
+
+
+def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> TrainView:
+    classes = tuple(sorted(classes))
+    videos = training_videos(dataset, classes, unseen_in_training, last_only)
+    targets = snippet_targets(videos, {c: k for k, c in enumerate(classes)}, dataset.T)
+    return TrainView(videos, dataset.load([v.id for v in videos]), targets, classes, dataset.T)
+
+
+def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False,
+              notes=()) -> TestView:
+    classes = tuple(sorted(classes))
+    videos = scored_videos(dataset, classes, score_all_test_videos, last_only)
     gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in videos for i in v.instances), with_score=False)
-    features = load_features(dataset.features, [v.id for v in videos], dataset.T, dataset.cache_dir)
-    return TestView(videos, features, classes, gt, dataset.T, tuple(notes))
+    return TestView(videos, dataset.load([v.id for v in videos]), classes, gt, dataset.T, tuple(notes))
 
 
 def zero_shot_views(dataset: Dataset, split: ClassSplit, unseen_in_training: str = "remove",

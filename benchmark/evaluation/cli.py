@@ -1,21 +1,22 @@
 """The `evaluate` and `proposal-recall` commands (registered into the main `python -m benchmark` CLI).
 
 Both read the GT through the annotation readers (any supported format) and predictions in the
-ActivityNet submission format. Errors in the inputs print one line on stderr and exit with 2.
+ActivityNet submission format. Errors in the inputs are InputErrors: one line on stderr, exit code 2
+(``benchmark.errors.run_command``).
 This module must not import torch: evaluating a file should not need the model stack.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 
 import numpy as np
 from tabulate import tabulate
 
-from benchmark.data.annotations import AnnotationError, Annotations, load_annotations
+from benchmark.data.annotations import Annotations, load_annotations
+from benchmark.errors import InputError
 from benchmark.evaluation.detection import (
-    ACTIVITYNET_TIOU, THUMOS_TIOU, PredictionError, evaluate_detection, load_predictions, parse_tiou, tiou_key,
+    ACTIVITYNET_TIOU, THUMOS_TIOU, evaluate_detection, load_predictions, parse_tiou, tiou_key,
 )
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
@@ -62,13 +63,10 @@ def _common_arguments(parser: argparse.ArgumentParser, pred_help: str) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    try:
-        annotations, thresholds, gt = _inputs(args)
-        pred = load_predictions(args.pred, annotations)
-        videos = None if args.videos is None else _video_list(args.videos, annotations)
-        result = evaluate_detection(gt, pred, thresholds, videos=videos)
-    except (AnnotationError, PredictionError, ValueError) as e:
-        return _fail(e)
+    annotations, thresholds, gt = _inputs(args)
+    pred = load_predictions(args.pred, annotations)
+    videos = None if args.videos is None else _video_list(args.videos, annotations)
+    result = evaluate_detection(gt, pred, thresholds, videos=videos)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -79,12 +77,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_proposal_recall(args: argparse.Namespace) -> int:
-    try:
-        annotations, thresholds, gt = _inputs(args)
-        proposals = load_predictions(args.pred, annotations, require_label=False)
-        result = evaluate_proposals(gt, proposals, thresholds, max_avg_nr_proposals=args.max_avg_proposals)
-    except (AnnotationError, PredictionError, ValueError) as e:
-        return _fail(e)
+    annotations, thresholds, gt = _inputs(args)
+    proposals = load_predictions(args.pred, annotations, require_label=False)
+    result = evaluate_proposals(gt, proposals, thresholds, max_avg_nr_proposals=args.max_avg_proposals)
     if args.json:
         print(json.dumps(result.to_json()))
         return 0
@@ -109,7 +104,7 @@ def _class_list(path: str, annotations: Annotations) -> list[str]:
     names = _lines(path)
     unknown = [n for n in names if n not in annotations.classes]
     if unknown:
-        raise ValueError(f"{path}: {len(unknown)} unknown class name(s) (not in {annotations.source}): {', '.join(map(repr, unknown[:5]))}")
+        raise InputError(f"{path}: {len(unknown)} unknown class name(s) (not in {annotations.source}): {', '.join(map(repr, unknown[:5]))}")
     return names
 
 
@@ -117,22 +112,18 @@ def _video_list(path: str, annotations: Annotations) -> list[str]:
     ids = [(v, annotations.resolve_video_id(v)) for v in _lines(path)]
     unknown = [written for written, resolved in ids if resolved is None]
     if unknown:
-        raise ValueError(f"{path}: {len(unknown)} unknown video id(s) (not in {annotations.source}): {', '.join(unknown[:5])}")
+        raise InputError(f"{path}: {len(unknown)} unknown video id(s) (not in {annotations.source}): {', '.join(unknown[:5])}")
     return [resolved for _, resolved in ids]
 
 
 def _lines(path: str) -> list[str]:
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return [line.strip() for line in f if line.strip()]
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a UTF-8 text file") from None
 
 
 def _meta_line(meta: dict) -> str:
     return "; ".join(f"{k.replace('_', ' ')}: {v}" for k, v in meta.items())
 
-
-def _fail(error: Exception) -> int:
-    print(f"error: {error}", file=sys.stderr)
-    return 2

@@ -36,7 +36,6 @@ Corner cases, documented because they decide numbers:
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmark.data.annotations import Annotations
+from benchmark.data.annotations import Annotations, read_json
 from benchmark.errors import InputError
 from benchmark.evaluation.segments import SegmentTable, paired_tiou
 
@@ -94,13 +93,7 @@ def load_predictions(path: str | Path, annotations: Annotations | None = None, r
     segment (end < start) is an error here, where the official code would quietly score it.
     """
     path = Path(path)
-    try:
-        with open(path) as f:
-            raw = json.load(f)
-    except FileNotFoundError:
-        raise PredictionError(f"{path}: file not found") from None
-    except json.JSONDecodeError as e:
-        raise PredictionError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    raw = read_json(path, PredictionError)
     if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict):
         raise PredictionError(f"{path}: expected a JSON object with a 'results' object (ActivityNet submission format)")
 
@@ -225,7 +218,7 @@ def evaluate_detection(gt: SegmentTable, pred: SegmentTable, tiou_thresholds=ACT
         meta["predictions_outside_video_set"] = int((~inside).sum())
         pred = pred.select(inside)
     if len(gt) == 0:
-        raise ValueError("no ground-truth instances in the evaluated set")
+        raise InputError("no ground-truth instances in the evaluated set")
 
     groups = _Groups.of(gt, pred)
     known = groups.pred_class >= 0

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from benchmark.errors import InputError
 from benchmark.evaluation.detection import ACTIVITYNET_TIOU, tiou_key
 from benchmark.evaluation.segments import SegmentTable, tiou_matrix
 
@@ -57,7 +58,7 @@ def evaluate_proposals(gt: SegmentTable, proposals: SegmentTable, tiou_threshold
                        max_avg_nr_proposals: int = 100, average_numbers=AVERAGE_NUMBERS) -> ProposalResult:
     """AR at each AN in ``average_numbers`` and AUC of the AR-AN curve (see module doc)."""
     if len(gt) == 0:
-        raise ValueError("no ground-truth instances in the evaluated set")
+        raise InputError("no ground-truth instances in the evaluated set")
     if proposals.score is None:
         raise ValueError("proposals need scores")
     thresholds = np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)

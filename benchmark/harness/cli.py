@@ -8,10 +8,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
+import shutil
 import sys
 from pathlib import Path
 
-from benchmark.errors import InputError
+from benchmark.errors import InputError, run_command
 
 DEFAULT_PREPARE = "benchmark.harness.runner:prepare_data"
 # One single-threaded job per core is fastest for the small default models; the cap keeps a big
@@ -38,7 +40,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"CPU only: parallel jobs, torch threads = cores // N (default: the usable cores, at most "
                         f"{MAX_DEFAULT_WORKERS}, here {DEFAULT_WORKERS}); on GPUs, one job per id")
     p.add_argument("--backend", choices=("local", "slurm"), default="local")
-    p.add_argument("--dry-run", action="store_true", help="print the job table with what is cached, run nothing")
+    p.add_argument("--dry-run", action="store_true", help="make every check a run makes (data, features, text tower, GPUs, workers, SLURM), "
+                        "print the job table with what is cached, run nothing")
     p.add_argument("--force", action="store_true", help="re-run the selected jobs even if finished")
     p.add_argument("--only", metavar="PATTERN", help="only jobs whose method/variant/setting/splitI/seedS matches this glob (or key prefix)")
     p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out jobs")
@@ -102,9 +105,12 @@ def load_function(path: str):
 def run_suite(args, runner: str | None = None, results_dir: Path = Path("results"),
               reports_dir: Path = Path("reports"), prepare: str = DEFAULT_PREPARE, timeout: float | None = None,
               report: bool = True, slurm: dict | None = None) -> int:
-    """Plan, run, report; the exit code is non-zero if a job failed or timed out."""
-    from benchmark.harness.scheduler import (DEFAULT_RUNNER, LocalExecutor, SlurmExecutor, Summary, job_table,
-                                             select, visible_gpus)
+    """Plan, check, run, report; the exit code is non-zero if a job failed or timed out.
+
+    ``--dry-run`` makes every check a run makes (:func:`check_run`), stops the same way on a bad
+    input, prints the job table and runs nothing.
+    """
+    from benchmark.harness.scheduler import DEFAULT_RUNNER, Summary, job_table, select
     from benchmark.harness.store import Store, atomic_write_json, collect_provenance, now
     from benchmark.harness.suite import load_suite, plan
 
@@ -123,6 +129,7 @@ def run_suite(args, runner: str | None = None, results_dir: Path = Path("results
               + (f", {len(sel.filtered)} left out by --only" if sel.filtered else ""))
         return sel
 
+    runtime, make_executor = check_run(args, suite, runner, prepare, timeout, slurm)
     if args.dry_run:
         print(job_table(selection(), store))
         return 0
@@ -132,15 +139,7 @@ def run_suite(args, runner: str | None = None, results_dir: Path = Path("results
                           {"profile": args.profile, "overrides": overrides, "argv": sys.argv, "time": now()})
         summary = Summary()
         if sel.todo:
-            runtime = {"data": load_function(prepare)(suite, args.profile, args)}
-            gpus = [] if args.gpus in ("none", "cpu", "") else (args.gpus.split(",") if args.gpus else visible_gpus())
-            if args.backend == "slurm":
-                cfg = {**(suite.run.get("slurm") or {}), **{k: v for k, v in (slurm or {}).items() if v is not None}}
-                executor = SlurmExecutor(store.dir / "_submitit", runner=runner, **cfg)
-            else:
-                executor = LocalExecutor(workers=args.workers, gpus=gpus, runner=runner,
-                                         timeout_s=timeout or suite.run.get("timeout_s"))
-            summary = executor.run(sel.todo, store, collect_provenance(), runtime, summary)
+            summary = make_executor(store).run(sel.todo, store, collect_provenance(), runtime, summary)
         summary.add_cached(sel.cached, store)
         summary.counts["unavailable"] = len(sel.unavailable)
         print(summary.render())
@@ -150,6 +149,90 @@ def run_suite(args, runner: str | None = None, results_dir: Path = Path("results
         paths = build_reports(suite, results_dir, reports_dir)
         print(f"reports: {paths[-1].parent}/ ({len(paths)} files)")
     return summary.exit_code
+
+
+def check_run(args, suite, runner: str, prepare: str, timeout: float | None, slurm: dict | None):
+    """Every check of a run before its first job, the same for ``--dry-run`` and a real run.
+
+    Executor settings first (GPU ids, worker count, timeout, SLURM settings: cheap), then the data
+    (``prepare``: split lists, annotations, features, text tower; see ``runner.prepare_data``).
+    Returns the jobs' runtime facts and a function that makes the executor for a store. A failed
+    check raises a one-line :class:`InputError`; nothing has run and nothing was written but caches.
+    """
+    from benchmark.harness.scheduler import LocalExecutor, SlurmExecutor
+
+    if timeout is not None and timeout <= 0:
+        raise InputError(f"--timeout must be positive, got {timeout:g}")
+    timeout = timeout or suite.run.get("timeout_s")
+    if args.backend == "slurm":
+        settings = slurm_settings({**(suite.run.get("slurm") or {}),
+                                   **{k: v for k, v in (slurm or {}).items() if v is not None}})
+
+        def make_executor(store):
+            return SlurmExecutor(store.dir / "_submitit", runner=runner, **settings)
+    else:
+        gpus = gpu_ids(args.gpus)
+        if not gpus and args.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {args.workers}")
+
+        def make_executor(store):
+            return LocalExecutor(workers=args.workers, gpus=gpus, runner=runner, timeout_s=timeout)
+    runtime = {"data": load_function(prepare)(suite, args.profile, args)}
+    return runtime, make_executor
+
+
+def gpu_ids(text: str | None) -> list[str]:
+    """``--gpus``: device ids or GPU/MIG UUIDs (as CUDA_VISIBLE_DEVICES takes them); none = CPU.
+
+    Without the flag: every GPU the machine shows. Where ``nvidia-smi`` lists GPUs, the ids must be
+    among them.
+    """
+    from benchmark.harness.scheduler import nvidia_smi_gpus, visible_gpus
+
+    if text is None:
+        return visible_gpus()
+    if text.strip() in ("none", "cpu", ""):
+        return []
+    ids = [g.strip() for g in text.split(",")]
+    bad = [g for g in ids if not re.fullmatch(r"\d+|(GPU|MIG)-[0-9A-Za-z/-]+", g)]
+    if bad:
+        raise InputError(f"--gpus {text}: not a GPU id or UUID: {', '.join(map(repr, bad))} (e.g. --gpus 0,1,2,3; "
+                         f"--gpus none runs on CPU)")
+    if len(set(ids)) < len(ids):
+        raise InputError(f"--gpus {text}: an id repeats")
+    present = nvidia_smi_gpus()
+    absent = [g for g in ids if present and g.isdigit() and g not in present]
+    if absent:
+        raise InputError(f"--gpus {text}: no GPU {', '.join(absent)} on this machine (nvidia-smi lists {', '.join(present)})")
+    return ids
+
+
+SLURM_SETTINGS = {"partition": (str, None), "time_min": (int, 1), "gpus_per_job": (int, 0), "mem_gb": (float, 0.001),
+                  "cpus_per_task": (int, 1), "array_parallelism": (int, 1), "cluster": (str, None)}
+
+
+def slurm_settings(cfg: dict) -> dict:
+    """The SLURM executor's settings (suite ``run.slurm`` + flags), checked: known keys, types, ranges,
+    and ``sbatch`` on the PATH when the cluster is SLURM itself."""
+    out = {}
+    for key, value in cfg.items():
+        if key not in SLURM_SETTINGS:
+            raise InputError(f"slurm setting {key!r} is unknown (known: {', '.join(SLURM_SETTINGS)})")
+        kind, low = SLURM_SETTINGS[key]
+        if value is None:
+            continue
+        if kind is str:
+            if not isinstance(value, str) or not value:
+                raise InputError(f"slurm setting {key}: expected a name, got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, (int, float)) or kind is int and value != int(value) \
+                or value < low:
+            raise InputError(f"slurm setting {key}: expected {'an integer' if kind is int else 'a number'} "
+                             f">= {low:g}, got {value!r}")
+        out[key] = value
+    if out.get("cluster", "slurm") == "slurm" and shutil.which("sbatch") is None:
+        raise InputError("--backend slurm: sbatch is not on the PATH (run it on a SLURM login node, "
+                         "or --submitit-cluster local to test the path on this machine)")
+    return out
 
 
 def cmd_run(args) -> int:
@@ -194,11 +277,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmark.harness.cli", description=__doc__.splitlines()[0])
     register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
     args = parser.parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

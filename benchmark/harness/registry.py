@@ -64,7 +64,7 @@ class Method:
     Optional hooks, for the analyses (error propagation, oracles):
     - ``proposals(test_view) -> {video_id: [{"segment": [s, e], "score": x}]}`` (class-agnostic);
     - ``classify_segments(test_view, segments) -> Detections`` for given ``{video_id: [[s, e], ...]}``.
-    ``capabilities()`` says which hooks a class implements.
+    ``capabilities()`` says which hooks a class implements; ``check_features`` what features it can use.
 
     ``PAPER``: the paper's recipe as overrides of ``Config`` (nested dataclass fields as dicts or as
     instances), or one such dict per dataset (``{"activitynet": {...}, "thumos14": {...}}``);
@@ -93,6 +93,12 @@ class Method:
 
     def classify_segments(self, test_view, segments: dict[str, list[list[float]]]) -> Detections:
         raise NotImplementedError(f"{self.name}: cannot classify given segments")
+
+    @classmethod
+    def check_features(cls, config, feature_dim: int, text_dim: int) -> None:
+        """Raise :class:`ConfigError` if snippet features of ``feature_dim`` cannot work with ``config``
+        (e.g. features compared with text embeddings as they are need ``feature_dim == text_dim``).
+        Called for every planned job before any job starts, and by the method itself."""
 
     @classmethod
     def capabilities(cls) -> frozenset[str]:

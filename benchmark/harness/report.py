@@ -32,7 +32,7 @@ import yaml
 from benchmark.errors import InputError
 from benchmark.evaluation.stats import paired_comparison, summarise
 from benchmark.harness.store import DEFAULT_RESULTS, load_records
-from benchmark.harness.suite import Suite, Table, cells, data_identity, spec_hash
+from benchmark.harness.suite import Suite, Table, cells, data_identity, plan, spec_hash
 
 DEFAULT_REPORTS = Path("reports")
 FIGURES: dict[str, Callable] = {}
@@ -312,6 +312,18 @@ def run_facts(records: list[dict]) -> list[str]:
             f"- Hardware: {'; '.join(hosts)}."]
 
 
+def failed_jobs(suite: Suite, records: list[dict]) -> list[str]:
+    """One line per planned job whose newest record is not ok: its label, status and error line."""
+    last = newest(records)
+    lines = []
+    for job in plan(suite):
+        rec = last.get(job.spec_hash)
+        if rec is not None and rec["status"] != "ok":
+            error = (rec.get("error") or "").strip().splitlines()
+            lines.append(f"- `{job.label}` ({rec['status']}): {error[-1] if error else 'no error text'}")
+    return lines
+
+
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
                   reports_dir: str | Path = DEFAULT_REPORTS) -> list[Path]:
     """Write every table and figure of ``suite`` and the index; returns the files written."""
@@ -347,6 +359,7 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         links = ", ".join(f"[{p.suffix[1:]}]({p.name})" for p in paths)
         figure_lines.append(f"- {fig['name']} ({links}) — {fig.get('description', '')}")
     sources = "; ".join(sorted({s for f in frames.values() for s in f["source"]}))
+    failures = failed_jobs(suite, records)
     readme = out_dir / "README.md"
     readme.write_text("\n".join([
         f"# Reports: {suite.name} (profile {suite.profile}) — {sources}", "",
@@ -354,6 +367,8 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         f"Rebuilt from the records in `results/{suite.name}/` by "
         f"`python -m benchmark report --suite {suite.name} --profile {suite.profile}`; do not edit by hand.", "",
         "## Tables", "", *index, "",
+        *(["## Failed jobs", "", "Their tracebacks are in `results/<suite>/<key>/job.log`.", "", *failures, ""]
+          if failures else []),
         *(["## Figures", "", *figure_lines, ""] if figure_lines else []),
         "## Run", "", *run_facts(records), "",
     ]))

@@ -21,10 +21,10 @@ import numpy as np
 import torch  # imported here on purpose: the scheduler seeds torch when the runner has loaded it
 
 from benchmark.data.annotations import load_annotations
-from benchmark.data.features import open_feature_store
+from benchmark.data.features import ScannedFeatures, open_feature_store, scan_features
 from benchmark.data.splits import REPO_SPLITS, SplitError, generate_splits, import_split_lists, load_splits, setting_ratio
 from benchmark.data.synthetic import ensure_synthetic
-from benchmark.data.zero_shot import Dataset, closed_set_views, zero_shot_views
+from benchmark.data.zero_shot import Dataset, closed_set_views, scored_videos, training_videos, zero_shot_views
 from benchmark.errors import InputError
 from benchmark.evaluation.detection import evaluate_detection, parse_tiou, tiou_key
 from benchmark.evaluation.diagnostics import (NOISE_LEVELS, false_positive_profile, jitter_to_tiou, oracle_labels,
@@ -32,6 +32,7 @@ from benchmark.evaluation.diagnostics import (NOISE_LEVELS, false_positive_profi
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
+from benchmark.harness.suite import plan
 from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from methods.label_fusion import NOT_ZERO_SHOT, external_video_scores, fuse_labels, read_external_scores
 
@@ -50,7 +51,17 @@ DATASETS = {
 # ---------------------------------------------------------------------------------------------
 
 def prepare_data(suite, profile: str, args) -> dict:
-    """Facts for ``spec["runtime"]["data"]``: where the annotations, features and text encoder are."""
+    """The data half of a run's checks, before any job (``--dry-run`` too); returns the facts every
+    job gets as ``spec["runtime"]["data"]``. Each failed check is one :class:`InputError` line:
+
+    - the annotations parse; every split resolves against them (published lists: names, disjoint);
+    - every video a planned job reads has features;
+    - the text tower loads and encodes the class names;
+    - the features are usable: one pass over the files (:func:`scan_features`: finite, [T_raw >= 1,
+      D], one D) names every bad file and leaves the checked features in the run's cache, where the
+      jobs take their rows from; every planned method can use features of that D with that tower
+      (``Method.check_features``).
+    """
     data = suite.data
     facts = dict(DATASETS[suite.dataset])
     if data["source"] == "synthetic":
@@ -63,9 +74,26 @@ def prepare_data(suite, profile: str, args) -> dict:
         facts |= _real_paths(data["real"]) | {"source": "real"}
     facts["feature_cache"] = str(CACHE / "features")
     dataset = open_dataset(facts)
-    validate_splits(dataset, suite, facts)
-    # the text tower loads (weights present, names encodable) before any job starts
-    class_embeddings(TextEncoderConfig(**facts["text_encoder"]), dataset.annotations.classes, CACHE / "text")
+    jobs = plan(suite)
+    videos = needed_videos(dataset, jobs)
+    missing = sorted(v for v in videos if v not in dataset.features)
+    if missing:
+        raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no features, "
+                         f"e.g. {', '.join(missing[:5])}")
+    text = class_embeddings(TextEncoderConfig(**facts["text_encoder"]), dataset.annotations.classes, CACHE / "text")
+    scan = scan_features(dataset.features, videos, dataset.T, facts["feature_cache"])
+    facts["feature_scan"] = str(scan)
+    feature_dim, problems = ScannedFeatures(scan).array.shape[-1], {}
+    for spec in {job.spec_hash: job.spec for job in jobs}.values():
+        name = spec["method"]
+        config = apply_hparams(name, make_config(name, spec["config"], spec.get("variant", "default")),
+                               spec.get("hparams", {}), spec["dataset"])
+        try:
+            get_method(name).check_features(config, feature_dim, text.shape[1])
+        except InputError as e:
+            problems.setdefault(str(e), None)
+    if problems:
+        raise InputError(" | ".join(problems))
     _ensure_external_scores(dataset, facts)
     return facts
 
@@ -85,27 +113,27 @@ def _real_paths(real: dict) -> dict:
 
 def open_dataset(facts: dict) -> Dataset:
     annotations = load_annotations(facts["annotations"])
+    scan = ScannedFeatures(facts["feature_scan"]) if facts.get("feature_scan") else None
     return Dataset(facts["name"], annotations, open_feature_store(facts["features"]), facts["T"],
                    facts["train"], facts["test"], cache_dir=Path(facts["feature_cache"]),
-                   synthetic=facts["source"] == "synthetic")
+                   synthetic=facts["source"] == "synthetic", scan=scan)
 
 
-def validate_splits(dataset: Dataset, suite, facts: dict) -> None:
-    """Before any job: every split resolves, and every video a job reads has features. One summary line."""
-    splits = {}
-    from benchmark.harness.suite import plan
-
-    for job in plan(suite):
-        spec = job.spec
-        splits[(spec["setting"], json.dumps(spec["split"], sort_keys=True))] = class_split(dataset, spec)
-    wanted = set().union(*[set(dataset.annotations.classes) if s is None else set(s.seen + s.unseen)
-                           for s in splits.values()])
-    videos = dataset.annotations.subset(dataset.train_subset) + dataset.annotations.subset(dataset.test_subset)
-    missing = sorted(v.id for v in videos if v.duration and any(i.label in wanted for i in v.instances)
-                     and v.id not in dataset.features)
-    if missing:
-        raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no features, "
-                         f"e.g. {', '.join(missing[:5])}")
+def needed_videos(dataset: Dataset, jobs) -> list[str]:
+    """Every video a job of ``jobs`` reads, train and test side (each split resolved once)."""
+    videos, seen = set(), set()
+    for job in jobs:
+        spec, protocol = job.spec, job.spec["protocol"]
+        key = json.dumps([spec["setting"], spec["split"], protocol], sort_keys=True)
+        if key in seen:
+            continue
+        seen.add(key)
+        split = class_split(dataset, spec)
+        train, test = ((dataset.annotations.classes,) * 2 if split is None else (split.seen, split.unseen))
+        last_only = bool(protocol.get("last_annotation_only"))
+        videos |= {v.id for v in training_videos(dataset, train, protocol.get("unseen_in_training", "remove"), last_only)}
+        videos |= {v.id for v in scored_videos(dataset, test, bool(protocol.get("score_all_test_videos")), last_only)}
+    return sorted(videos)
 
 
 def _ensure_external_scores(dataset: Dataset, facts: dict) -> None:

@@ -49,6 +49,7 @@ import submitit
 from tabulate import tabulate
 from tqdm import tqdm
 
+from benchmark.errors import error_line
 from benchmark.harness.store import LOG, Store, build_record, now, write_predictions
 
 DEFAULT_RUNNER = "benchmark.harness.runner:run_job"
@@ -152,9 +153,9 @@ def execute(payload: dict, cuda_devices: str | None = None, threads: int | None 
             raise TypeError(f"runner returned {type(result).__name__}, expected a dict with 'metrics'")
         if "predictions" in result:
             write_predictions(job_dir, result["predictions"])
-    except Exception:
-        status, error = "failed", traceback.format_exc()
-        print(error, file=sys.stderr, flush=True)
+    except Exception as e:  # the record keeps the line; the log, the traceback
+        status, error = "failed", error_line(e)
+        print(traceback.format_exc(), file=sys.stderr, flush=True)
     run_s = time.perf_counter() - t0
     timings = {**((result or {}).get("timings") or {}), "run": run_s,
                "startup": max(0.0, started - payload.get("launched_at", started))}
@@ -274,21 +275,30 @@ def _exit_text(exitcode: int | None) -> tuple[str, dict]:
     return f"exited with code {exitcode}", {"signal": None, "code": exitcode}
 
 
-def _log_tail(job_dir: Path, lines: int = 20) -> str:
+def _with_log_line(text: str, job_dir: Path, other_log: str = "") -> str:
+    """One line: what happened to a job that left no record, and the last line of its log (or of
+    ``other_log``, e.g. submitit's stderr, when the job's own log is empty)."""
     try:
-        return "\n".join((job_dir / LOG).read_text(errors="replace").splitlines()[-lines:])
+        last = _last_line((job_dir / LOG).read_text(errors="replace"))
     except OSError:
-        return ""
+        last = ""
+    last = last or _last_line(other_log)
+    return f"{text} (last log line: {last})" if last else text
 
 
 def visible_gpus() -> list[str]:
-    """Default GPU pool: CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists.
-
-    Not torch.cuda.device_count(): importing torch here would cost seconds on every CPU-only run.
-    """
+    """Default GPU pool: CUDA_VISIBLE_DEVICES if set, else every GPU nvidia-smi lists."""
     env = os.environ.get("CUDA_VISIBLE_DEVICES")
     if env is not None:
         return [d.strip() for d in env.split(",") if d.strip()]
+    return nvidia_smi_gpus()
+
+
+def nvidia_smi_gpus() -> list[str]:
+    """The GPU indices nvidia-smi lists; none without it.
+
+    Not torch.cuda.device_count(): importing torch here would cost seconds on every CPU-only run.
+    """
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=30)
@@ -367,15 +377,13 @@ class LocalExecutor:
         record = store.record(job.key)
         if record is not None:  # the child finished, even if a timeout raced with it
             return record
-        job_dir = store.job_dir(job.key)
         if timed_out:
             status, text, info = "timeout", f"timed out after {self.timeout_s:g}s, killed", {"signal": "SIGKILL", "code": None}
         else:
             status = "failed"
             text, info = _exit_text(exitcode)
             text = f"job process {text} without writing a record"
-        tail = _log_tail(job_dir)
-        record = build_record(payload, status, error=f"{tail}\n{text}" if tail else text, exit_info=info,
+        record = build_record(payload, status, error=_with_log_line(text, store.job_dir(job.key)), exit_info=info,
                               timings={"wall": wall}, runtime={"end_time": now()})
         store.write_record(job.key, record)
         return record
@@ -451,9 +459,8 @@ class SlurmExecutor:
         """
         state = str(handle.state)
         status = "timeout" if "TIMEOUT" in state.upper() else "failed"
-        tails = [_log_tail(store.job_dir(job.key)), "\n".join((handle.stderr() or "").splitlines()[-20:])]
         text = f"submitit job {handle.job_id} ended in state {state} without writing a record"
-        record = build_record(payload, status, error="\n".join([*filter(None, tails), text]),
+        record = build_record(payload, status, error=_with_log_line(text, store.job_dir(job.key), handle.stderr() or ""),
                               exit_info={"state": state, "code": None, "signal": None}, runtime={"end_time": now()})
         store.write_record(job.key, record)
         return record

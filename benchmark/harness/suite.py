@@ -69,7 +69,7 @@ from pathlib import Path
 
 import yaml
 
-from benchmark.errors import InputError
+from benchmark.errors import InputError, read_text
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
 SETTINGS = ("75/25", "50/50", "closed")
@@ -179,7 +179,10 @@ def suite_path(name_or_path: str | Path) -> Path:
 def suite_name(name_or_path: str | Path) -> str:
     """The suite's name (its results folder) without validating it, e.g. before its data flags are known."""
     path = suite_path(name_or_path)
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(read_text(path, SuiteError, "suite YAML"))
+    except yaml.YAMLError:
+        raw = None  # load_suite says what is wrong
     return str(raw.get("name", path.stem)) if isinstance(raw, dict) else path.stem
 
 
@@ -195,7 +198,7 @@ def load_suite(name_or_path: str | Path, profile: str = "default", overrides: di
     """Read, merge ``profile`` then ``overrides`` (e.g. CLI data flags) over the suite, validate."""
     path = suite_path(name_or_path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(read_text(path, SuiteError, "suite YAML"))
     except yaml.YAMLError as e:
         raise SuiteError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
     check = _Checker(path)

@@ -7,7 +7,11 @@ release, ``[T_raw, dim]`` float32 with T_raw uniform in 100..200 (mean ≈ 150),
 split to ``[N, T, dim]`` in a fresh process per phase:
 
 - cold: empty harness cache, every raw file read and rescaled (once per ``--jobs`` value);
-- warm: the cache written by the cold run is loaded instead.
+- warm: the cache written by the cold run is loaded instead;
+- run scan, cold / rerun: ``scan_features`` over every video, as a run's pre-run check does (the
+  rerun finds its cache by the files' fingerprint: one stat per file, nothing read);
+- a job's rows: one 75/25-like training view (a random 3/4 of the videos) taken from the scan,
+  which is what each job does instead of reading and rescaling the files itself.
 
 "Cold" means an empty *harness* cache: the raw files may still be in the OS page cache (just
 written, and dropping it needs root), so cold times on a fresh machine with a slow disk are longer.
@@ -29,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.features import NpyDirStore, load_features
+from benchmark.data.features import NpyDirStore, ScannedFeatures, load_features, scan_features
 
 T_RAW_RANGE = (100, 200)
 
@@ -65,9 +69,25 @@ def _phase(feats: str, cache: str, T: int, jobs: int) -> dict:
             "load_avg": os.getloadavg()[0]}  # other work on the machine inflates the times
 
 
-def run_phase(feats: Path, cache: Path, T: int, jobs: int) -> dict:
+def _scan_phase(feats: str, cache: str, T: int, take: bool) -> dict:
+    t0 = time.perf_counter()
+    store = NpyDirStore(feats)
+    path = scan_features(store, store.ids(), T, cache)
+    if take:  # time only the job's part: open the scan and copy out its rows
+        ids = list(np.random.default_rng(0).permutation(store.ids())[: len(store) * 3 // 4])
+        t0 = time.perf_counter()
+        x = ScannedFeatures(path).take(ids)
+    else:
+        x = np.load(path, mmap_mode="r")
+    seconds = time.perf_counter() - t0
+    return {"seconds": seconds, "shape": x.shape, "gb": x.nbytes / 1e9,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
+            "load_avg": os.getloadavg()[0]}
+
+
+def run_phase(feats: Path, cache: Path, T: int, jobs: int, phase=_phase) -> dict:
     with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        return pool.submit(_phase, str(feats), str(cache), T, jobs).result()
+        return pool.submit(phase, str(feats), str(cache), T, jobs).result()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -86,6 +106,10 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(cache, ignore_errors=True)
         rows.append((f"cold (empty harness cache), {jobs} thread{'s' if jobs > 1 else ''}", run_phase(feats, cache, args.T, jobs)))
     rows.append(("warm (cache hit)", run_phase(feats, cache, args.T, args.jobs[-1])))
+    shutil.rmtree(cache, ignore_errors=True)
+    rows.append(("run scan, cold (empty cache)", run_phase(feats, cache, args.T, False, _scan_phase)))
+    rows.append(("run scan, rerun (cache hit)", run_phase(feats, cache, args.T, False, _scan_phase)))
+    rows.append(("a job's rows from the scan (3/4 of videos)", run_phase(feats, cache, args.T, True, _scan_phase)))
 
     shape = rows[0][1]["shape"]
     print(f"\n{args.videos} videos × [{T_RAW_RANGE[0]}..{T_RAW_RANGE[1]}, {args.dim}] float32 -> {tuple(shape)} "

@@ -30,6 +30,7 @@ import open_clip
 import torch
 from torch import nn
 
+from benchmark.errors import InputError
 from benchmark.text.prompts import hand_crafted_embeddings
 
 _CACHE_FORMAT = 1  # bump when the computation of class_embeddings changes
@@ -37,7 +38,7 @@ DOWNLOAD_ENV = "ZSTAD_ALLOW_DOWNLOAD"  # the only way this project reaches for t
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".npz")
 
 
-class TextEncoderError(RuntimeError):
+class TextEncoderError(InputError):
     """A text encoder that cannot be loaded; the message is one line saying what to do."""
 
 
@@ -50,14 +51,14 @@ class TextEncoderConfig:
     def __post_init__(self):
         object.__setattr__(self, "templates", tuple(self.templates))  # YAML gives lists
         if not self.templates:
-            raise ValueError("TextEncoderConfig.templates is empty")
+            raise TextEncoderError("TextEncoderConfig.templates is empty")
         for t in self.templates:
             try:
                 ok = t.count("{}") == 1 and t.format("x") == t.replace("{}", "x")
             except (IndexError, KeyError, ValueError):
                 ok = False
             if not ok:
-                raise ValueError(f"prompt template {t!r} must contain exactly one '{{}}' and no other braces")
+                raise TextEncoderError(f"prompt template {t!r} must contain exactly one '{{}}' and no other braces")
 
 
 class ClipTextTower(nn.Module):
