@@ -153,7 +153,7 @@ class TwoStage(Method):
         if self.config.proposals == "gt":
             self.context.log(f"{self.name}: ORACLE run, ground-truth segments as proposals")
             return unique_gt_segments(test_view)
-        return bmn_proposals(self.bmn, test_view)
+        return bmn_proposals(self.bmn, test_view, self.context.ledger)
 
     def predict(self, test_view) -> dict[str, list[dict]]:
         table = self.proposal_table(test_view)

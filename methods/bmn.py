@@ -56,10 +56,11 @@ from torch import nn
 
 from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.evaluation.segments import SegmentTable
+from benchmark.harness.compute import Cost, Ledger, measure
 from benchmark.harness.registry import ConfigError
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
 
-CACHE_FORMAT = 1  # bump when training or inference changes what a cached artifact holds
+CACHE_FORMAT = 2  # bump when training or inference changes what a cached artifact holds
 
 
 @dataclass(frozen=True)
@@ -453,7 +454,10 @@ def fit_bmn(train_view, cfg: BMNConfig, context) -> TrainedBMN:
         return train_bmn(train_view.features, instances, cfg, context.seed, device, context.log)
 
     if context.cache_dir is None:
-        return TrainedBMN(train(), cfg, None)
+        with measure() as cost:
+            model = train()
+        context.ledger.charge("bmn", cost, built_here=True)
+        return TrainedBMN(model, cfg, None)
     model_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_FIELDS}
     model_cfg["decay_epochs"] = min(cfg.decay_epochs, cfg.epochs)  # the same schedule, the same model
     key = _digest(CACHE_FORMAT, model_cfg, context.seed, train_view.T, list(train_view.classes),
@@ -464,34 +468,48 @@ def fit_bmn(train_view, cfg: BMNConfig, context) -> TrainedBMN:
         if path.is_file():
             model = BMN(train_view.features.shape[-1], train_view.T, cfg).to(device)
             model.load_state_dict(torch.load(path, map_location=device))
+            cost = Cost(**json.loads((directory / "config.json").read_text())["cost"])
+            context.ledger.charge("bmn", cost, built_here=False)
             context.log(f"bmn: trained model loaded from {path}")
         else:
-            model = train()
+            with measure() as cost:
+                model = train()
+            context.ledger.charge("bmn", cost, built_here=True)
             _atomic_save(path, lambda p: torch.save(model.state_dict(), p))
             (directory / "config.json").write_text(json.dumps({"config": model_cfg, "seed": context.seed,
-                                                              "videos": len(train_view.videos)}, indent=1))
+                                                              "videos": len(train_view.videos),
+                                                              "cost": dataclasses.asdict(cost)}, indent=1))
     return TrainedBMN(model.eval(), cfg, directory)
 
 
-def bmn_proposals(bmn: TrainedBMN, test_view) -> SegmentTable:
+def bmn_proposals(bmn: TrainedBMN, test_view, ledger: Ledger | None = None) -> SegmentTable:
     """Class-agnostic proposals of every test video (seconds, ≤ max_proposals each), cached per
-    (trained model, test videos and features, inference settings)."""
+    (trained model, test videos and features, inference settings); their cost is charged to
+    ``ledger`` like the model's."""
     if test_view.T != bmn.model.T:
         raise ConfigError(f"bmn: trained on T={bmn.model.T} snippets, test view has T={test_view.T}")
     cfg = bmn.config
+    ledger = ledger or Ledger()
 
     def compute() -> SegmentTable:
-        return proposal_table(bmn_maps(bmn.model, test_view.features), test_view.videos, cfg)
+        with measure() as cost:
+            table = proposal_table(bmn_maps(bmn.model, test_view.features), test_view.videos, cfg)
+        ledger.charge("bmn_proposals", cost, built_here=True)
+        return table, cost
 
     if bmn.directory is None:
-        return compute()
+        return compute()[0]
     inference = {k: getattr(cfg, k) for k in INFERENCE_FIELDS}
     key = _digest(inference, [(v.id, v.duration) for v in test_view.videos], test_view.features)
     path = bmn.directory / f"proposals-{key}.npz"
     with _locked(bmn.directory):
         if not path.is_file():
-            table = compute()
+            table, cost = compute()
             _atomic_save(path, lambda p: _save_table(p, table))
+            path.with_suffix(".json").write_text(json.dumps({"cost": dataclasses.asdict(cost)}))
+        else:
+            ledger.charge("bmn_proposals", Cost(**json.loads(path.with_suffix(".json").read_text())["cost"]),
+                          built_here=False)
     data = np.load(path)
     return SegmentTable(data["video"], data["t0"], data["t1"], np.full(len(data["video"]), "", dtype=str),
                         data["score"])

@@ -23,6 +23,12 @@ def test_smoke_suite_end_to_end_then_cached(tmp_path):
     assert {"stale", "b1_bmn_clip", "b2_denseclip", "effprompt", "clip_training_free"} <= methods
     for r in records:
         assert 0 <= r["metrics"]["mAP_avg"] <= 1
+        total = r["extra"]["compute"]["total"]
+        assert total["train"]["cpu_s"] >= 0 and total["predict"]["wall_s"] > 0
+        # trained methods take optimizer steps (B-I's are its shared BMN's); the training-free one and
+        # B-I on ground-truth proposals (nothing to train) none
+        untrained = r["spec"]["method"] == "clip_training_free" or r["labels"][0].startswith("b1_bmn_clip/gt_proposals")
+        assert (total["train"]["steps"] == 0) == untrained, r["labels"]
 
     reports = tmp_path / "reports" / "zs_activitynet"
     for table in ("table1_zero_shot", "table2_closed_set", "table3_error_propagation", "table4_representation_masking",
@@ -30,6 +36,8 @@ def test_smoke_suite_end_to_end_then_cached(tmp_path):
         markdown = (reports / f"{table}.md").read_text()
         assert "synthetic" in markdown.splitlines()[0]
         assert (reports / f"{table}.csv").stat().st_size > 0
+    header = (reports / "table1_zero_shot.md").read_text().split("| setting")[1].splitlines()[0]
+    assert "train CPU s" in header and "train steps" in header and "inference CPU s" in header
     readme = (reports / "README.md").read_text()
     assert "synthetic data" in readme.splitlines()[0] and "wall time" in readme
     for figure in ("table1_splits_75_25", "error_propagation_75_25", "localisation_noise_75_25",

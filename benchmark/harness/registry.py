@@ -24,11 +24,12 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import pkgutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from benchmark.errors import InputError
+from benchmark.harness.compute import Ledger
 
 if TYPE_CHECKING:  # benchmark.text.clip loads open_clip and torch: not needed to register methods
     from benchmark.text.clip import TextEncoderConfig
@@ -55,6 +56,7 @@ class MethodContext:
     cache_dir: Path | None = None  # per-run cache shared by jobs (e.g. text embeddings)
     job_dir: Path | None = None
     log: Callable[[str], None] = print
+    ledger: Ledger = field(default_factory=Ledger)  # shared artifacts charge their cost here
 
 
 class Method:

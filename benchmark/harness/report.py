@@ -195,6 +195,11 @@ def newest(records: list[dict], status: str | None = None) -> dict[str, dict]:
     return best
 
 
+# cost columns of a table with ``cost: true``: column -> (phase, field) of the record's compute totals
+COST_COLUMNS = {"train CPU s": ("train", "cpu_s"), "train steps": ("train", "steps"),
+                "inference CPU s": ("predict", "cpu_s")}
+
+
 def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
     """One line per planned job of ``table``: its cell, split, seed, status and metrics x metric_scale."""
     ok, last = newest(records, "ok"), newest(records)
@@ -211,6 +216,9 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
             # every recorded metric (analyses too, for the figures); the table's own under the row's prefix
             line |= {f"record:{k}": float(v) * scale for k, v in (rec["metrics"] if rec else {}).items()}
             line["diagnostics"] = rec["extra"].get("diagnostics") if rec else None
+            compute = (rec["extra"].get("compute") or {}).get("total", {}) if rec else {}
+            for column, (phase, key) in COST_COLUMNS.items():
+                line[column] = compute.get(phase, {}).get(key, math.nan)
             for m in table.metrics:
                 value = rec["metrics"].get(row.metrics_from + m) if rec else None
                 line[m] = math.nan if value is None else float(value) * scale
@@ -239,6 +247,8 @@ def summary_frame(suite: Suite, table: Table, jobs: pd.DataFrame, reference: dic
                 line[f"paper {m}"] = math.nan if value is None else value
         if compare:
             line.update(_paired(jobs, setting, label, row.compare_to or compare["to"], compare["metric"]))
+        if table.cost:
+            line |= {column: cell[column].mean() for column in COST_COLUMNS}
         out.append(line)
     frame = pd.DataFrame(out)
     paper_cols = [f"paper {m}" for m in table.metrics if f"paper {m}" in frame]
@@ -256,7 +266,8 @@ def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str)
     if len(pairs) == 0:
         return cols
     c = paired_comparison(pairs[label], pairs[ref])
-    return {f"Δ {metric} vs {ref}": c.diff, f"relative Δ vs {ref}": c.diff / pairs[ref].mean(),
+    base = pairs[ref].mean()
+    return {f"Δ {metric} vs {ref}": c.diff, f"relative Δ vs {ref}": c.diff / base if base else math.nan,
             "paired t p": c.t_pvalue, "pairs": c.n}
 
 
@@ -279,6 +290,11 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
             shown[col] = summary[col].map(lambda v, fmt=fmt: "" if pd.isna(v) else fmt.format(v))
         elif col == "paired t p":
             shown[col] = summary[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
+    for column in COST_COLUMNS:
+        if column in summary:
+            whole = column.endswith("steps") or None
+            shown[column] = summary[column].map(
+                lambda v, whole=whole: "" if pd.isna(v) else f"{v:,.0f}" if whole or v >= 100 else f"{v:.1f}")
     for m in table.metrics:
         if f"paper {m}" in summary:
             shown[f"paper {m}"] = summary[f"paper {m}"].map(lambda v: "" if pd.isna(v) else str(v))
@@ -289,7 +305,10 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
         lines.append(f"Mirrors {table.mirrors}. ")
     lines += [
         "Cells: mean ± std (ddof=1) over the jobs of the cell (class splits × seeds); n = jobs with an ok "
-        "record / jobs planned. Columns labelled **paper** are the published numbers, not ours.",
+        "record / jobs planned. Columns labelled **paper** are the published numbers, not ours."
+        + (" Cost columns: mean per job of the training (fit) and inference (predict) CPU seconds, all threads, "
+           "and optimizer steps; a shared artifact (BMN, its proposals) is charged in full to every job that "
+           "uses it, whether it built it or found it cached." if table.cost else ""),
         "", shown.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
 

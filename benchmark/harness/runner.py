@@ -31,6 +31,7 @@ from benchmark.evaluation.diagnostics import (NOISE_LEVELS, false_positive_profi
                                                sensitivity)
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
+from benchmark.harness.compute import Ledger
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
 from benchmark.harness.suite import plan
 from benchmark.text.clip import TextEncoderConfig, class_embeddings
@@ -182,20 +183,19 @@ def run_job(spec: dict, job_dir: Path) -> dict:
                                       bool(protocol.get("score_all_test_videos")))
     name, variant = spec["method"], spec.get("variant", "default")
     config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
+    ledger = Ledger()
     context = MethodContext(
         device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
         text_encoder=TextEncoderConfig(**data["text_encoder"]), cache_dir=CACHE / "methods", job_dir=job_dir,
-        log=lambda line: print(line, flush=True),
+        log=lambda line: print(line, flush=True), ledger=ledger,
     )
     method = get_method(name)(config, context)
 
-    timings = {}
-    start = time.perf_counter()
-    method.fit(train)
-    timings["train"] = time.perf_counter() - start
-    start = time.perf_counter()
-    detections = method.predict(test)
-    timings["predict"] = time.perf_counter() - start
+    with ledger.phase("train"):
+        method.fit(train)
+    with ledger.phase("predict"):
+        detections = method.predict(test)
+    timings = {phase: cost.wall_s for phase, cost in ledger.phases.items()}
 
     notes = list(test.notes)
     external = _external_scores(data)
@@ -225,6 +225,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
                       "seen": len(split.seen), "unseen": len(split.unseen), "source": split.source},
                   "train_videos": len(train.videos), "test_videos": len(test.videos), "eval_meta": result.meta,
                   "config": config_dict(config),  # the effective config: variant and profile hparams applied
+                  "compute": ledger.record(),  # wall/CPU seconds and optimizer steps, shared artifacts charged
                   "diagnostics": diagnostics},
     }
 

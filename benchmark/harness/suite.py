@@ -82,7 +82,7 @@ NOT_IN_KEY = ("variant",)
 _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "splits", "seeds", "hparams",
              "protocol", "run", "methods", "tables", "figures", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
-               "seeds", "hparams", "compare", "enabled")
+               "seeds", "hparams", "compare", "cost", "enabled")
 _ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to")
 
 
@@ -116,6 +116,7 @@ class Table:
     seeds: tuple[int, ...]
     hparams: dict
     compare: dict | None  # {"to": row label, "metric": name}: paired comparison columns
+    cost: bool = False  # columns of training and inference cost per job (benchmark.harness.compute)
 
 
 @dataclass(frozen=True)
@@ -351,7 +352,8 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
         metrics=metrics, paper_metrics=check.str_list(t.get("paper_metrics", list(metrics)), f"{where}.paper_metrics"),
         rows=rows, indices=check.int_list(tsplits.get("indices", splits["indices"]), f"{where}.splits.indices"),
         seeds=check.int_list(t.get("seeds", list(seeds)), f"{where}.seeds"),
-        hparams=deep_merge(hparams, check.mapping(t.get("hparams") or {}, f"{where}.hparams")), compare=compare)
+        hparams=deep_merge(hparams, check.mapping(t.get("hparams") or {}, f"{where}.hparams")), compare=compare,
+        cost=bool(t.get("cost", False)))
 
 
 def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
