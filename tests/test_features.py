@@ -7,8 +7,8 @@ import h5py
 import numpy as np
 import pytest
 
-from benchmark.data.features import (CsvDirStore, FeatureError, H5Store, NpyDirStore, load_features,
-                                     open_feature_store, rescale)
+from benchmark.data.features import (CsvDirStore, FeatureError, H5Store, NpyDirStore, ScannedFeatures, load_features,
+                                     open_feature_store, rescale, scan_features)
 
 RNG = np.random.default_rng(0)
 
@@ -416,3 +416,28 @@ def test_bench_features_script_runs_small(tmp_path, capsys):
     assert "(6, 10, 4)" in out and "cold (empty harness cache)" in out and "warm (cache hit)" in out
     bench_features.main(["--videos", "6", "--dim", "4", "--T", "10", "--out", str(tmp_path)])
     assert "reusing" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the run's scan
+
+
+def test_scan_serves_each_view_exactly_what_load_features_gives(tmp_path):
+    arrays = {f"v_{i}": RNG.standard_normal((int(RNG.integers(1, 40)), 6)).astype(np.float32) for i in range(12)}
+    store = NpyDirStore(write_npy_dir(tmp_path / "f", arrays))
+    scan = ScannedFeatures(scan_features(store, [str(i) for i in range(12)], 10, tmp_path / "cache"))
+    for ids in (["3", "0", "11"], ["5"], [str(i) for i in reversed(range(12))]):
+        np.testing.assert_array_equal(scan.take(ids), load_features(store, ids, 10))
+    with raises_one_line("not in the run's feature scan", "e.g. 12"):
+        scan.take(["1", "12"])
+
+
+def test_a_rerun_finds_the_scan_by_fingerprint_and_reads_no_file(tmp_path):
+    root = write_npy_dir(tmp_path / "f", {"a": np.ones((4, 3)), "b": np.ones((5, 3))})
+    first = scan_features(NpyDirStore(root), ["a", "b"], 5, tmp_path / "cache")
+    stat = (root / "b.npy").stat()
+    np.save(root / "b.npy", np.full((5, 3), np.nan))  # same size; the old times put back: same fingerprint
+    os.utime(root / "b.npy", ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert scan_features(NpyDirStore(root), ["b", "a"], 5, tmp_path / "cache") == first  # not read again
+    os.utime(root / "b.npy")  # a changed file is scanned again, and its NaN found
+    with raises_one_line(root / "b.npy", "video b", "NaN"):
+        scan_features(NpyDirStore(root), ["a", "b"], 5, tmp_path / "cache")

@@ -321,7 +321,8 @@ def load_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
     return _load(store, video_ids, T, cache, n_jobs)
 
 
-def _load(store: FeatureStore, video_ids: list[str], T: int, cache: "_Cache | None", n_jobs: int) -> np.ndarray:
+def _load(store: FeatureStore, video_ids: list[str], T: int, cache: "_Cache | None", n_jobs: int,
+          mmap: bool = False) -> np.ndarray:
     if T < 1:
         raise ValueError(f"T must be >= 1, got {T}")
     if not video_ids:
@@ -332,7 +333,7 @@ def _load(store: FeatureStore, video_ids: list[str], T: int, cache: "_Cache | No
         raise FeatureError(f"{store.source}: {len(missing)} of {len(video_ids)} videos have no features, "
                            f"e.g. {', '.join(missing[:5])}{naming}")
     if cache is not None:
-        hit = cache.load()
+        hit = cache.load(mmap)
         if hit is not None:
             features, single_row = hit
             _warn_single_row(store, single_row, T)
@@ -355,22 +356,29 @@ def scan_features(store: FeatureStore, video_ids: Sequence[str], T: int, cache_d
     """
     ids = sorted(set(video_ids))
     cache = _Cache(Path(cache_dir), store, ids, T)
-    _load(store, ids, T, cache, n_jobs=1)
+    _load(store, ids, T, cache, n_jobs=1, mmap=True)  # a cache hit is checked, not read into memory
     if not cache.array_path.is_file():
         raise FeatureError(f"{cache_dir}: the feature cache could not be written (see the warning above)")
     return cache.array_path
 
 
 class ScannedFeatures:
-    """Rows of a run's feature scan (:func:`scan_features`), read through a memory map."""
+    """Rows of a run's feature scan (:func:`scan_features`), read from its ``.npy`` by offset.
+
+    Rows are read with plain file reads into the result, not through a memory map: a job then holds
+    its own rows only, not the pages of the whole scan it touched on the way.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         try:
             ids = json.loads(self.path.with_suffix(".json").read_text())["ids"]
-            self.array = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            array = np.load(self.path, mmap_mode="r", allow_pickle=False)
         except (OSError, ValueError, KeyError) as e:
             raise FeatureError(f"{self.path}: unreadable feature scan ({_first_line(e)})") from None
+        if array.dtype != np.float32 or not array.flags.c_contiguous or array.ndim != 3 or len(array) != len(ids):
+            raise FeatureError(f"{self.path}: not a feature scan ({array.dtype} {array.shape} for {len(ids)} ids)")
+        self.shape, self.offset = array.shape, array.offset
         self.row = {vid: i for i, vid in enumerate(ids)}
 
     def take(self, video_ids: Sequence[str]) -> np.ndarray:
@@ -379,7 +387,14 @@ class ScannedFeatures:
         if missing:
             raise FeatureError(f"{self.path}: {len(missing)} videos are not in the run's feature scan, "
                                f"e.g. {', '.join(missing[:5])}")
-        return np.ascontiguousarray(self.array[[self.row[v] for v in video_ids]])
+        out = np.empty((len(video_ids), *self.shape[1:]), np.float32)
+        row_bytes = out[0].nbytes if len(out) else 0
+        with open(self.path, "rb") as f:
+            for i, vid in enumerate(video_ids):
+                f.seek(self.offset + self.row[vid] * row_bytes)
+                if f.readinto(memoryview(out[i]).cast("B")) != row_bytes:
+                    raise FeatureError(f"{self.path}: truncated feature scan (row of video {vid})")
+        return out
 
 
 def _read_all(store: FeatureStore, video_ids: list[str], T: int, n_jobs: int) -> tuple[np.ndarray, list[str]]:
@@ -463,12 +478,12 @@ class _Cache:
         self.array_path = cache_dir / f"features_T{T}_{key}.npy"
         self.meta_path = self.array_path.with_suffix(".json")
 
-    def load(self) -> tuple[np.ndarray, list[str]] | None:
+    def load(self, mmap: bool = False) -> tuple[np.ndarray, list[str]] | None:
         if not (self.array_path.is_file() and self.meta_path.is_file()):
             return None
         try:
             meta = json.loads(self.meta_path.read_text())
-            features = np.load(self.array_path, allow_pickle=False)
+            features = np.load(self.array_path, mmap_mode="r" if mmap else None, allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             warnings.warn(f"{self.array_path}: unreadable feature cache, rebuilding ({_first_line(e)})", stacklevel=3)
             return None
