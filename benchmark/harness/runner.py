@@ -84,7 +84,7 @@ def prepare_data(suite, profile: str, args) -> dict:
     text = class_embeddings(TextEncoderConfig(**facts["text_encoder"]), dataset.annotations.classes, CACHE / "text")
     scan = scan_features(dataset.features, videos, dataset.T, facts["feature_cache"])
     facts["feature_scan"] = str(scan)
-    feature_dim, problems = ScannedFeatures(scan).array.shape[-1], {}
+    feature_dim, problems = ScannedFeatures(scan).shape[-1], {}
     for spec in {job.spec_hash: job.spec for job in jobs}.values():
         name = spec["method"]
         config = apply_hparams(name, make_config(name, spec["config"], spec.get("variant", "default")),
