@@ -6,6 +6,8 @@ import math
 import pytest
 
 from benchmark.evaluation.stats import holm
+from benchmark.harness.suite import SuiteError, load_suite
+from harness_toy import write_suite
 
 
 def test_holm_hand_computed():
@@ -16,3 +18,35 @@ def test_holm_hand_computed():
     # nan is outside the family (m = 2 here) and stays nan; 0.6 * 2 is capped at 1, then 0.7 * 1 raised to 1
     adjusted = holm([math.nan, 0.7, 0.6])
     assert math.isnan(adjusted[0]) and adjusted[1:] == pytest.approx([1.0, 1.0])
+
+
+# --- the claims: block of a suite ----------------------------------------------------------
+
+@pytest.mark.parametrize("claim, fragment", [
+    ({"table": "t2"}, "claims[0].table: no (enabled) table 't2'"),
+    ({"a": "Nope"}, "claims[0].a: 'Nope' is not a row label of table t1"),
+    ({"b": {"minus": ["Toy"]}}, "claims[0].b.minus: expected two row labels"),
+    ({"b": {"plus": ["Toy", "wide"]}}, "claims[0].b: unknown key 'plus'"),
+    ({"direction": "up"}, "claims[0].direction: 'up' is not one of greater, less"),
+    ({"metric": "AR@100"}, "claims[0].metric: 'AR@100' is not one of mAP@0.5, mAP_avg"),
+    ({"statement": None}, "claims[0].statement: missing"),
+    ({"colour": "red"}, "claims[0]: unknown key 'colour'"),
+])
+def test_bad_claims_fail_with_one_line(tmp_path, claim, fragment):
+    good = {"id": "c", "statement": "wide beats toy", "where": "Table 1", "table": "t1", "a": "wide", "b": "Toy"}
+    path = write_suite(tmp_path / "s.yaml", variants={"wide": {"hidden": 16}}, claims=[{**good, **claim}])
+    with pytest.raises(SuiteError) as e:
+        load_suite(path)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith(str(path)) and fragment in msg, msg
+
+
+def test_claim_setting_is_required_when_the_table_has_two(tmp_path):
+    good = {"id": "c", "statement": "s", "where": "w", "table": "t1", "a": "wide", "b": "Toy"}
+    path = write_suite(tmp_path / "s.yaml", variants={"wide": {}}, settings=("75/25", "50/50"), claims=[good, good])
+    with pytest.raises(SuiteError, match="claims\\[0\\].setting: missing"):
+        load_suite(path)
+    path = write_suite(tmp_path / "s.yaml", variants={"wide": {}}, settings=("75/25", "50/50"),
+                       claims=[{**good, "setting": "50/50"}, {**good, "setting": "75/25"}])
+    with pytest.raises(SuiteError, match="claims: ids must be unique"):
+        load_suite(path)
