@@ -101,6 +101,19 @@ def test_claims_pair_by_split_and_seed_within_the_setting():
 
 # --- the claims: block of a suite ----------------------------------------------------------
 
+def test_zs_activitynet_claims_name_rows_of_their_tables():
+    suite = load_suite("zs_activitynet", "smoke")
+    claims = {c.id: c for c in suite.claims}
+    assert len(claims) == 18 and suite.report["alpha"] == 0.05
+    assert {c.table for c in claims.values()} == {"table1_zero_shot", "table3_error_propagation",
+                                                  "table4_representation_masking", "table5_text_encoder",
+                                                  "table6_temporal_model"}
+    t3 = claims["t3_parallel_degrades_less"]
+    assert (t3.a, t3.b, t3.direction, t3.setting) == (("STALE GT masks", "STALE predicted masks"),
+                                                      ("B-I GT proposals", "B-I predicted proposals"), "less", "75/25")
+    assert all(c.metric == "mAP_avg" for c in claims.values())
+
+
 @pytest.mark.parametrize("claim, fragment", [
     ({"table": "t2"}, "claims[0].table: no (enabled) table 't2'"),
     ({"a": "Nope"}, "claims[0].a: 'Nope' is not a row label of table t1"),
