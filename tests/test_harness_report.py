@@ -127,3 +127,36 @@ def test_pooled_fp_profile_keeps_the_groups_in_numeric_order_after_the_records_j
     assert list(pooled.fractions.index) == [f"{g}G" for g in range(1, 11)]
     direct = false_positive_profile(gt, SegmentTable.from_detections(detections), [0.5]).fractions
     pd.testing.assert_frame_equal(pooled.fractions, direct, check_names=False)
+
+
+def test_claims_table_is_built_from_records(tmp_path):
+    (tmp_path / "ref.yaml").write_text(yaml.safe_dump({"t": {"Toy": [12.5, 6.0], "Wide": [20.0, 9.5]}}))
+    claims = [{"id": "wide_beats_toy", "statement": "the wide model is better", "where": "Table 1", "table": "t1",
+               "a": "Wide", "b": "Toy", "note": "a toy claim"},
+              {"id": "toy_beats_wide", "statement": "the toy model is better", "where": "Table 1", "table": "t1",
+               "a": "Toy", "b": "Wide"}]
+    path = write_suite(tmp_path / "s.yaml", variants={"wide": {"hidden": 16}}, paper_reference="ref.yaml",
+                       rows=[{"label": "Toy", "method": "toy", "paper": ["t", "Toy"]},
+                             {"label": "Wide", "method": "toy", "variant": "wide", "paper": ["t", "Wide"]}],
+                       claims=claims)
+    suite = load_suite(path)
+    store = Store(tmp_path / "results", "toy")
+    jobs = {j.label: j for j in plan(suite)}
+    for split, (toy, wide) in enumerate([(0.10, 0.20), (0.20, 0.32), (0.30, 0.38)]):  # mAP_avg Δ 5, 6, 4
+        _write(store, jobs[f"toy/default/75/25/split{split}/seed0"], "ok", {"mAP@0.5": toy, "mAP_avg": toy / 2}, "2026-01-02")
+        _write(store, jobs[f"toy/wide/75/25/split{split}/seed0"], "ok", {"mAP@0.5": wide, "mAP_avg": wide / 2}, "2026-01-02")
+
+    build_reports(suite, tmp_path / "results", tmp_path / "reports")
+    out = tmp_path / "reports/toy"
+    csv = pd.read_csv(out / "claims.csv").set_index("id")
+    assert csv.loc["wide_beats_toy", ["n", "Δ mean", "paper A", "paper B", "paper Δ"]].tolist() == pytest.approx([3, 5.0, 9.5, 6.0, 3.5])
+    # Δ 5, 6, 4: sd 1, t = 5 / (1 / sqrt 3) = 8.66, two-sided p(t_2) = 0.01307; both claims share it, Holm x2 then x1
+    assert csv["paired t p"].tolist() == pytest.approx([0.013072, 0.013072], rel=1e-4)
+    assert csv["Holm p"].tolist() == pytest.approx([0.026144, 0.026144], rel=1e-4)
+    assert csv["verdict"].tolist() == ["supported", "contradicted"]
+    assert pd.read_csv(out / "claims_pairs.csv")["Δ"].tolist() == pytest.approx([5, 6, 4, -5, -6, -4])
+    md = (out / "claims.md").read_text()
+    assert md.startswith("# Claims of the paper, tested — synthetic data")
+    assert "| wide_beats_toy | the wide model is better (Table 1) | Wide > Toy |" in md and "| 9.50 / 6.00 (+3.50) |" in md
+    assert "- wide_beats_toy: a toy claim" in md
+    assert "- [claims](claims.md) ([csv](claims.csv)" in (out / "README.md").read_text()

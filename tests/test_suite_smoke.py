@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +42,11 @@ def test_smoke_suite_end_to_end_then_cached(tmp_path):
     assert "train CPU s" in header and "train steps" in header and "inference CPU s" in header
     readme = (reports / "README.md").read_text()
     assert "synthetic data" in readme.splitlines()[0] and "wall time" in readme
+    # one split: every claim is in the table, none can be tested
+    claims = pd.read_csv(reports / "claims.csv")
+    assert len(claims) == 18 and set(claims["verdict"]) == {"inconclusive"} and (claims["n"] == 1).all()
+    assert "synthetic data" in (reports / "claims.md").read_text().splitlines()[0]
+    assert "- [claims](claims.md)" in readme
     for figure in ("table1_splits_75_25", "error_propagation_75_25", "localisation_noise_75_25",
                    "fp_profile_75_25_stale", "fp_profile_75_25_b_i", "sensitivity_75_25_stale", "sensitivity_75_25_b_i"):
         for suffix in (".png", ".pdf"):

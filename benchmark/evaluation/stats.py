@@ -1,4 +1,5 @@
-"""Statistics over class splits: mean ± std with a 95% CI, and paired comparisons of two methods.
+"""Statistics over class splits: mean ± std with a 95% CI, paired comparisons of two methods, and
+Holm's correction when several comparisons are read together.
 
 The papers report only the mean over the 10 splits; we always add the spread (DESIGN.md §1).
 Too few values give nan, silently: a one-split smoke run should not fill the log with warnings.
@@ -57,6 +58,21 @@ def paired_comparison(a, b) -> PairedComparison:
         t_p = float(stats.ttest_rel(a, b).pvalue)
         w_p = float(stats.wilcoxon(a, b).pvalue) if np.any(a != b) else math.nan
     return PairedComparison(d.n, d.mean, d.ci95, t_p, w_p)
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values; nan entries are not part of the family and stay nan.
+
+    With the m p-values sorted, p_(1) <= ... <= p_(m): p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j)).
+    Rejecting every hypothesis with p~ < alpha keeps the family-wise error rate at alpha (Holm 1979).
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    tested = np.flatnonzero(~np.isnan(p))
+    order = tested[np.argsort(p[tested], kind="stable")]
+    m = len(order)
+    out = np.full(p.shape, math.nan)
+    out[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    return out
 
 
 def _finite_vector(values, name: str) -> np.ndarray:

@@ -10,6 +10,12 @@ change; when a job has records from several code versions the newest ok one coun
   columns labelled "paper", the data source in the title;
 - ``README.md``: an index with one line per table and figure.
 
+Claims (``claims:`` in the suite): ``claims.csv`` / ``claims.md`` test each qualitative claim of the
+paper on our splits: Δ = A − B per (split, seed) pair (``claims_pairs.csv``), its mean with a
+Student-t 95% CI, the two-sided paired t p-value, Holm's correction across the claims, and a verdict
+(``verdict``): supported / contradicted when the Holm p is below ``report.alpha`` and Δ has the
+claimed / the opposite sign, otherwise inconclusive, or not run when no split has both sides.
+
 Record metrics are multiplied by the suite's ``report.metric_scale`` (100: the evaluator's fractions
 -> the paper's percent) and shown with ``report.digits`` decimals. A table with
 ``compare: {to: <row label>, metric: <metric>}`` gets a paired comparison of every row with that
@@ -30,9 +36,9 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import InputError
-from benchmark.evaluation.stats import paired_comparison, summarise
+from benchmark.evaluation.stats import holm, paired_comparison, summarise
 from benchmark.harness.store import DEFAULT_RESULTS, load_records
-from benchmark.harness.suite import Suite, Table, cells, data_identity, plan, spec_hash
+from benchmark.harness.suite import Claim, Suite, Table, cells, data_identity, plan, spec_hash
 
 DEFAULT_REPORTS = Path("reports")
 FIGURES: dict[str, Callable] = {}
@@ -313,6 +319,132 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
     return "\n".join(lines)
 
 
+def verdict(diff: float, p_holm: float, n: int, direction: str, alpha: float) -> tuple[str, str]:
+    """(verdict, why) for the claim "A > B" (direction "greater") or "A < B" ("less"), Δ = mean(A − B)."""
+    if n == 0:
+        return "not run", "no split has both sides"
+    if n < 2:
+        return "inconclusive", f"n = {n}"
+    if math.isnan(p_holm):
+        return "inconclusive", "no test: Δ = 0 on every split"
+    if p_holm >= alpha:
+        return "inconclusive", f"Holm p ≥ {alpha:g}"
+    as_claimed = diff > 0 if direction == "greater" else diff < 0
+    return ("supported" if as_claimed else "contradicted"), f"Holm p < {alpha:g}"
+
+
+def side_name(side: tuple[str, ...]) -> str:
+    return side[0] if len(side) == 1 else f"({side[0]} − {side[1]})"
+
+
+def claim_pairs(jobs: pd.DataFrame, claim: Claim) -> pd.DataFrame:
+    """The claim's paired values: one line per (split, seed) with both sides, columns A, B and Δ = A − B."""
+    cell = jobs[jobs["setting"] == claim.setting]
+    wide = cell.set_index(["split", "seed", "row"])[claim.metric].unstack("row").reindex(
+        columns=list(dict.fromkeys(claim.a + claim.b)))
+
+    def side(labels: tuple[str, ...]) -> pd.Series:
+        return wide[labels[0]] - wide[labels[1]] if len(labels) == 2 else wide[labels[0]]
+
+    pairs = pd.DataFrame({"A": side(claim.a), "B": side(claim.b)}).dropna()
+    return pairs.assign(Δ=pairs["A"] - pairs["B"])
+
+
+def claims_frame(claims: tuple[Claim, ...], frames: dict[str, pd.DataFrame], alpha: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One line per claim (evidence, Holm p across the claims, verdict) and the paired values behind them."""
+    lines, paired = [], []
+    for claim in claims:
+        pairs = claim_pairs(frames[claim.table], claim)
+        c = paired_comparison(pairs["A"], pairs["B"])
+        sign = ">" if claim.direction == "greater" else "<"
+        lines.append({"id": claim.id, "table": claim.table, "setting": claim.setting, "metric": claim.metric,
+                      "test": f"{side_name(claim.a)} {sign} {side_name(claim.b)}", "statement": claim.statement,
+                      "where": claim.where, "note": claim.note, "direction": claim.direction, "n": c.n,
+                      "A mean": pairs["A"].mean(), "B mean": pairs["B"].mean(), "Δ mean": c.diff,
+                      "Δ ci95_lo": c.diff_ci95[0], "Δ ci95_hi": c.diff_ci95[1], "paired t p": c.t_pvalue})
+        paired.append(pairs.reset_index().assign(id=claim.id))
+    out = pd.DataFrame(lines)
+    out["Holm p"] = holm(out["paired t p"])
+    out["Holm m"] = int(out["paired t p"].notna().sum())
+    out["alpha"] = alpha
+    out["verdict"], out["why"] = zip(*(verdict(d, p, n, claim.direction, alpha) for d, p, n, claim
+                                       in zip(out["Δ mean"], out["Holm p"], out["n"], claims)))
+    return out, pd.concat(paired)[["id", "split", "seed", "A", "B", "Δ"]]
+
+
+def paper_side(suite: Suite, reference: dict | None, claim: Claim, side: tuple[str, ...]) -> float:
+    """The paper's number for a side of a claim (a row, or the difference of two), nan if it has none."""
+    table = suite.table(claim.table)
+    if claim.metric not in table.paper_metrics:
+        return math.nan
+    position, values = table.paper_metrics.index(claim.metric), []
+    for label in side:
+        row = next(r for r in table.rows if r.label == label)
+        entry = paper_values(reference, row.paper, claim.setting, suite.dataset) or []
+        values.append(entry[position] if position < len(entry) and entry[position] is not None else math.nan)
+    return values[0] - values[1] if len(values) == 2 else values[0]
+
+
+def _p(value: float) -> str:
+    return "" if pd.isna(value) else "< 0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def claims_markdown(claims: pd.DataFrame, title: str, digits: int, synthetic: bool) -> str:
+    def num(v: float, sign: str = "+") -> str:
+        return "" if pd.isna(v) else f"{round(v, digits) + 0.0:{sign}.{digits}f}"  # + 0.0: no "-0.0"
+
+    def sides(a: float, b: float, d: float) -> str:
+        return "" if pd.isna(d) else f"{num(a, '')} / {num(b, '')} ({num(d)})"
+
+    shown = pd.DataFrame({
+        "id": claims["id"], "the paper says": claims["statement"] + " (" + claims["where"] + ")",
+        "test": claims["test"], "setting": claims["setting"], "n": claims["n"].astype(str),
+        "ours: A / B": [f"{num(a, '')} / {num(b, '')}" if n else "" for a, b, n
+                        in zip(claims["A mean"], claims["B mean"], claims["n"])],
+        "Δ [95% CI]": [num(d) + (f" [{num(lo)}, {num(hi)}]" if n > 1 else "")
+                       for d, lo, hi, n in zip(claims["Δ mean"], claims["Δ ci95_lo"], claims["Δ ci95_hi"], claims["n"])],
+        "paired t p": claims["paired t p"].map(_p), "Holm p": claims["Holm p"].map(_p),
+        "verdict": [v if v in ("supported", "contradicted") else f"{v} ({why})"
+                    for v, why in zip(claims["verdict"], claims["why"])],
+        "paper: A / B (Δ)": [sides(a, b, d) for a, b, d in zip(claims["paper A"], claims["paper B"], claims["paper Δ"])]})
+    alpha, family = claims["alpha"].iloc[0], int(claims["Holm m"].iloc[0])
+    notes = [f"- {i}: {note}" for i, note in zip(claims["id"], claims["note"]) if note]
+    return "\n".join([
+        f"# {title}", "",
+        "Each claim the paper draws from its tables, tested on our runs. Δ = A − B per class split (and seed) on "
+        "the splits both sides have (n pairs; a side in brackets is the per-split difference of two rows), in the "
+        f"tables' units ({', '.join(dict.fromkeys(claims['metric']))}); ours: A / B are the means over those pairs. "
+        "Δ [95% CI]: mean and Student-t interval; paired t "
+        f"p: two-sided paired t-test; Holm p: Holm's correction across the {family} claims that have a p-value "
+        "(a claim with n < 2 has none). "
+        f"Verdict: supported if Holm p < {alpha:g} and Δ has the claimed sign, contradicted if Holm p < {alpha:g} and "
+        "the opposite sign, otherwise inconclusive; not run if no split has both sides. Columns labelled **paper** "
+        "are the published means (no spread given), not ours. Paired values: [claims_pairs.csv](claims_pairs.csv).",
+        *(["", "On synthetic data a verdict says what this test bed shows, not what holds on the paper's dataset."]
+          if synthetic else []),
+        "", shown.to_markdown(index=False, disable_numparse=True), "",
+        *(["Notes:", "", *notes, ""] if notes else [])])
+
+
+def write_claims(suite: Suite, frames: dict[str, pd.DataFrame], reference: dict | None, out_dir: Path) -> tuple[list[Path], str]:
+    """claims.csv, claims_pairs.csv and claims.md; returns the files and the README index line."""
+    claims, pairs = claims_frame(suite.claims, frames, suite.report["alpha"])
+    claims["paper A"] = [paper_side(suite, reference, c, c.a) for c in suite.claims]
+    claims["paper B"] = [paper_side(suite, reference, c, c.b) for c in suite.claims]
+    claims["paper Δ"] = claims["paper A"] - claims["paper B"]
+    data = sorted({d for c in suite.claims for d in frames[c.table]["data"]})
+    claims["data"] = "; ".join(data)
+    paths = [out_dir / "claims.csv", out_dir / "claims_pairs.csv", out_dir / "claims.md"]
+    claims.to_csv(paths[0], index=False)
+    pairs.to_csv(paths[1], index=False)
+    synthetic = any(s == "synthetic data" for c in suite.claims for s in frames[c.table]["source"])
+    paths[2].write_text(claims_markdown(claims, f"Claims of the paper, tested — {'; '.join(data)}",
+                                        suite.report["digits"], synthetic))
+    counts = claims["verdict"].value_counts()
+    tally = ", ".join(f"{counts.get(v, 0)} {v}" for v in ("supported", "contradicted", "inconclusive", "not run"))
+    return paths, f"- [claims](claims.md) ([csv](claims.csv), [paired values](claims_pairs.csv)) — {len(claims)} claims: {tally}"
+
+
 def run_facts(records: list[dict]) -> list[str]:
     """Wall time and hardware of the suite's newest ok records (first job start to last job end)."""
     used = [r for r in newest(records, "ok").values()
@@ -363,6 +495,11 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         written += [csv, md]
         index.append(f"- [{table.name}]({md.name}) ([csv]({csv.name})) — {table.description or table.title}"
                      f" ({int(summary['ok'].sum())}/{int(summary['jobs'].sum())} jobs ok)")
+    claim_lines = []
+    if suite.claims:
+        paths, line = write_claims(suite, frames, reference, out_dir)
+        written += paths
+        claim_lines = [line]
     figure_lines = []
     for fig in suite.figures:
         if fig["builder"] not in FIGURES:
@@ -386,6 +523,7 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         f"Rebuilt from the records in `results/{suite.name}/` by "
         f"`python -m benchmark report --suite {suite.name} --profile {suite.profile}`; do not edit by hand.", "",
         "## Tables", "", *index, "",
+        *(["## Claims", "", *claim_lines, ""] if claim_lines else []),
         *(["## Failed jobs", "", "Their tracebacks are in `results/<suite>/<key>/job.log`.", "", *failures, ""]
           if failures else []),
         *(["## Figures", "", *figure_lines, ""] if figure_lines else []),

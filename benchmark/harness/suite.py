@@ -17,7 +17,8 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
     protocol: {external_classifier: none, ...}   # DESIGN.md section 1 switches, clean defaults
     run: {timeout_s: 3600, slurm: {partition: gpu, time_min: 240, gpus_per_job: 1, mem_gb: 32}}
                                          # scheduling only; never part of a job key
-    report: {metric_scale: 100, digits: 1}   # record metrics x scale in tables (fractions -> percent)
+    report: {metric_scale: 100, digits: 1, alpha: 0.05}   # record metrics x scale in tables (fractions ->
+                                         # percent); alpha: the claims' family-wise error rate
     methods:
       stale: {variants: {default: {}, mask_none: {masking: none}}}
     tables:
@@ -36,8 +37,24 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
           - {label: STALE GT labels, method: stale, metrics_from: gt_labels/}   # an analysis of the same jobs
     figures:                             # optional, builders registered in benchmark.harness.report
       - {name: table1_bars, builder: metric_bars, table: table1, metric: mAP_avg, description: one line}
+    claims:                              # optional: the paper's qualitative claims, tested in reports/<suite>/claims.md
+      - id: t4_masking_helps             # unique; names the claim in claims.csv
+        statement: removing the mask costs 14% avg mAP   # what the paper says, short
+        where: "§4.2, Table 4"           # where the paper says it
+        table: table4                    # the rows below are labels of this (enabled) table
+        setting: "75/25"                 # default: the table's setting when it has only one
+        metric: mAP_avg                  # default: the table's last metric
+        a: MaskFormer q20                # a side: a row label, or {minus: [row, row]} = their per-split difference
+        b: No mask
+        direction: greater               # the paper says a > b (greater, the default) or a < b (less)
+        note: optional caveat shown under the claims table
     profiles:                            # deep-merged over everything above (mappings merge, lists replace)
       smoke: {splits: {indices: [0]}, hparams: {epochs: 1}}
+
+A claim is tested on the (split, seed) pairs that have both sides: Δ = a − b per pair, its mean and
+Student-t 95% CI, a two-sided paired t-test, Holm's correction across every claim with a p-value. A
+degradation claim (Table 3: the parallel design loses less from GT to predicted localisation) is
+``a: {minus: [STALE GT, STALE predicted]}, b: {minus: [B-I GT, B-I predicted]}, direction: less``.
 
 A ``paper`` entry is a key path into the paper reference file; the strings ``{setting}`` and
 ``{dataset}`` in it are filled per cell. A variant's overrides are checked against the method's
@@ -80,10 +97,12 @@ SLURM_KEYS = ("partition", "time_min", "gpus_per_job", "mem_gb", "cpus_per_task"
 NOT_IN_KEY = ("variant",)
 
 _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "splits", "seeds", "hparams",
-             "protocol", "run", "methods", "tables", "figures", "report", "profiles")
+             "protocol", "run", "methods", "tables", "figures", "claims", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
                "seeds", "hparams", "compare", "cost", "enabled")
 _ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to")
+_CLAIM_KEYS = ("id", "statement", "where", "table", "setting", "metric", "a", "b", "direction", "note")
+DIRECTIONS = ("greater", "less")
 
 
 class SuiteError(InputError):
@@ -120,6 +139,21 @@ class Table:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """The paper says ``a > b`` (direction "greater") or ``a < b`` ("less") on ``metric``."""
+    id: str
+    statement: str  # the paper's words, short
+    where: str  # table and section of the paper
+    table: str
+    setting: str
+    metric: str
+    a: tuple[str, ...]  # one row label, or two: the per-split difference row[0] - row[1]
+    b: tuple[str, ...]
+    direction: str = "greater"
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     path: Path
@@ -136,6 +170,7 @@ class Suite:
     tables: tuple[Table, ...]
     figures: tuple[dict, ...]
     paper_reference: Path | None
+    claims: tuple[Claim, ...]
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -266,16 +301,19 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
     check.keys(run, ("timeout_s", "slurm"), "run")
     check.keys(check.mapping(run.get("slurm") or {}, "run.slurm"), SLURM_KEYS, "run.slurm")
     report = check.mapping(m.get("report") or {}, "report")
-    check.keys(report, ("metric_scale", "digits"), "report")
-    report = {"metric_scale": 1, "digits": 1, **report}
+    check.keys(report, ("metric_scale", "digits", "alpha"), "report")
+    report = {"metric_scale": 1, "digits": 1, "alpha": 0.05, **report}
     if not isinstance(report["metric_scale"], (int, float)) or not isinstance(report["digits"], int):
         check.fail("report", f"metric_scale must be a number and digits an integer, got {report!r}")
+    if not isinstance(report["alpha"], float) or not 0 < report["alpha"] < 1:
+        check.fail("report.alpha", f"expected a number between 0 and 1, got {report['alpha']!r}")
     splits = _splits(m, check)
     methods = _methods(m, check)
     tables = tuple(_table(name, t, methods, splits, seeds, hparams, check)
                    for name, t in check.mapping(m["tables"], "tables").items()
                    if check.mapping(t, f"tables.{name}").get("enabled", True) is not False)
     figures = _figures(m, {t.name for t in tables}, check)
+    claims = _claims(m, {t.name: t for t in tables}, check)
     ref = m.get("paper_reference")
     ref_path = (path.parent / ref) if ref else None
     if ref_path is not None and not ref_path.is_file():
@@ -283,7 +321,8 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
     return Suite(name=str(m.get("name", path.stem)), path=path, profile=profile,
                  description=str(m.get("description", "")), dataset=dataset, data=data, splits=splits,
                  hparams=hparams, protocol=check.mapping(m.get("protocol") or {}, "protocol"), run=run,
-                 report=report, methods=methods, tables=tables, figures=figures, paper_reference=ref_path)
+                 report=report, methods=methods, tables=tables, figures=figures, paper_reference=ref_path,
+                 claims=claims)
 
 
 def _data(m: dict, check: _Checker) -> dict:
@@ -387,6 +426,51 @@ def _figures(m: dict, tables: set[str], check: _Checker) -> tuple[dict, ...]:
         if fig["table"] not in tables:
             check.fail(f"figures[{i}].table", f"no (enabled) table {fig['table']!r}")
     return tuple(figures)
+
+
+def _claims(m: dict, tables: dict[str, Table], check: _Checker) -> tuple[Claim, ...]:
+    claims = m.get("claims") or []
+    if not isinstance(claims, list):
+        check.fail("claims", "expected a list")
+    out = []
+    for i, c in enumerate(claims):
+        where = f"claims[{i}]"
+        check.mapping(c, where)
+        check.keys(c, _CLAIM_KEYS, where)
+        for key in ("id", "statement", "where", "table"):
+            if not isinstance(c.get(key), str) or not c[key]:
+                check.fail(f"{where}.{key}", "missing")
+        table = tables.get(c["table"])
+        if table is None:
+            check.fail(f"{where}.table", f"no (enabled) table {c['table']!r}")
+        if "setting" not in c and len(table.settings) > 1:
+            check.fail(f"{where}.setting", f"missing (table {table.name} has settings {', '.join(table.settings)})")
+        setting = check.choice(c.get("setting", table.settings[0]), f"{where}.setting", table.settings)
+        metric = check.choice(c.get("metric", table.metrics[-1]), f"{where}.metric", table.metrics)
+        sides = {side: _claim_side(c.get(side), table, f"{where}.{side}", check) for side in ("a", "b")}
+        out.append(Claim(id=c["id"], statement=c["statement"], where=c["where"], table=table.name, setting=setting,
+                         metric=metric, a=sides["a"], b=sides["b"],
+                         direction=check.choice(c.get("direction", "greater"), f"{where}.direction", DIRECTIONS),
+                         note=str(c.get("note") or "")))
+    ids = [c.id for c in out]
+    if len(set(ids)) != len(ids):
+        check.fail("claims", f"ids must be unique, {sorted({i for i in ids if ids.count(i) > 1})} repeat")
+    return tuple(out)
+
+
+def _claim_side(side, table: Table, where: str, check: _Checker) -> tuple[str, ...]:
+    """A row label -> (label,); ``{minus: [x, y]}`` -> (x, y), read as the per-split difference x - y."""
+    if isinstance(side, dict):
+        check.keys(side, ("minus",), where)
+        labels = side.get("minus")
+        if not isinstance(labels, list) or len(labels) != 2:
+            check.fail(f"{where}.minus", f"expected two row labels, got {labels!r}")
+    else:
+        labels = [side]
+    for label in labels:
+        if label not in {r.label for r in table.rows}:
+            check.fail(where, f"{label!r} is not a row label of table {table.name}")
+    return tuple(labels)
 
 
 # ---------------------------------------------------------------------------------------------
