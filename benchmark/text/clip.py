@@ -227,7 +227,7 @@ def _resolve_weights(name: str, pretrained: str) -> tuple[str, bool]:
         return pretrained, quick_gelu  # open_clip downloads it
     raise TextEncoderError(
         f"CLIP weights {name}/{pretrained} are not in the local cache: set {DOWNLOAD_ENV}=1 to download "
-        f"them where there is internet, or set TextEncoderConfig.pretrained to a local checkpoint file"
+        f"them where there is internet, or give a local checkpoint file (run_all.py --clip-pretrained FILE; TextEncoderConfig.pretrained)"
     )
 
 
