@@ -40,7 +40,7 @@ def test_activitynet_shape_with_several_instances_a_video(bench):
     videos = list(annotations.videos.values())
     per_video = [len(v.instances) for v in videos]
     assert set(per_video) == {1, 2, 3, 4, 5, 6} and 2.8 < np.mean(per_video) < 3.6  # SynthConfig.instances: 3.15
-    assert np.mean([len({i.label for i in v.instances}) > 1 for v in videos]) > 0.4  # videos of several classes
+    assert np.mean([len({i.label for i in v.instances}) > 1 for v in videos]) > 0.2  # videos of several classes
     gaps = [b.start - a.end for v in videos for a, b in zip(v.instances, v.instances[1:])]
     assert min(gaps) >= 0 and np.mean(np.array(gaps) <= 8.0) > 0.4  # short background gaps between instances
     assert 0.1 < info["training"]["median_length_fraction"] < 0.22  # ActivityNet: 0.32, with 1.5 instances a video
