@@ -26,8 +26,8 @@ How a video is made (all draws from one generator seeded by ``SynthConfig.seed``
   (``gap``), and inside each instance the instance's signature (``s_c`` plus ``instance_jitter``)
   with a ramp over ``blur_frames`` frames at each boundary (blurred boundaries);
 - layout: log-normal durations like ActivityNet's (``duration``); 1-6 instances a video
-  (``instances``, 3.2 on average: between ActivityNet's 1.5 and THUMOS14's ~15, so that the test
-  set is large and telling neighbouring instances apart matters), each instance ``length`` / n^0.75
+  (``instances``, 3.15 on average: between ActivityNet's 1.5 and THUMOS14's ~15, so that the test
+  set is large and telling neighbouring instances apart matters), each instance ``length`` / n^``length_decay``
   of its video; background before, between and after, the gap between two instances often only a
   few seconds (``short_gap``, ``short_gap_seconds``); an instance has its video's main class with
   chance ``same_class``, else any class: a third of the videos hold several classes (ActivityNet's
@@ -121,7 +121,7 @@ def visual_signatures(concept: np.ndarray, cfg: SynthConfig, rng: np.random.Gene
 
 def _layout(duration: float, cfg: SynthConfig, rng: np.random.Generator) -> list[tuple[float, float]]:
     """n non-overlapping instances (n drawn from ``cfg.instances``) with background before, between and
-    after: lengths uniform in ``cfg.length`` / n^0.75 of the video (together at most 90% of it), the
+    after: lengths uniform in ``cfg.length`` / n^``cfg.length_decay`` of the video (together at most 90% of it), the
     background shared out at random, and each gap between two instances cut to a short one (seconds)
     with chance ``cfg.short_gap``, the time it frees going to the video's first and last stretch."""
     n = 1 + rng.choice(len(cfg.instances), p=np.asarray(cfg.instances) / sum(cfg.instances))
