@@ -19,15 +19,17 @@ from benchmark.data.annotations import load_annotations
 from benchmark.data.features import open_feature_store
 from benchmark.data.splits import generate_splits
 from benchmark.data.synthetic import PROFILES, generate, load_manifest
-from benchmark.data.world import (HELD_OUT_TEMPLATES, PRETRAINING_TEMPLATES, VOCABULARY, WorldConfig, concepts,
+from benchmark.data.world import (HELD_OUT_TEMPLATES, PRETRAINING_TEMPLATES, TITLES, VOCABULARY, WorldConfig, concepts,
                                   pretrained_text_encoder)
-from benchmark.text.clip import TextEncoderConfig, class_embeddings
-from benchmark.text.prompts import HAND_CRAFTED_TEMPLATES
+from benchmark.text.clip import TextEncoderConfig, load_text_tower
+from benchmark.text.prompts import HAND_CRAFTED_TEMPLATES, hand_crafted_embeddings
 from benchmark.text.tiny import make_tiny_clip, phrasing_tokens
-from synthetic_views import DEV_ROOT, development_benchmark
+from synthetic_views import development_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-SPLITS = (0, 1, 2)  # 75/25 class splits of the development benchmark the accuracies are averaged over
+SPLITS = range(6)  # 75/25 class splits of the development benchmark the accuracies are averaged over: one
+# split's 25 classes are coarse (a class flipping moves top-1 by ~4 points; a random 0.3-norm nudge of the
+# concepts themselves moves one split's top-1 by 3-10 points)
 # every method's default template, the bare name, a pretraining caption, and phrasings never pretrained on
 TEMPLATES = (*HAND_CRAFTED_TEMPLATES, "{}", "a photo of a {}.", *HELD_OUT_TEMPLATES)
 
@@ -50,13 +52,14 @@ def dev():
     return root, load_manifest(root), np.stack(features), np.array(labels), [splits[i].unseen for i in SPLITS]
 
 
-def zero_shot_top1(dev, text_cfg: TextEncoderConfig) -> float:
+def zero_shot_top1(dev, text_cfg: TextEncoderConfig, template: str) -> float:
     """Mean over SPLITS of the top-1 of unseen-class GT segments: mean raw feature vs each unseen class's
     L2-normalised text embedding (no training: the frozen tower alone)."""
     _, _, features, labels, splits = dev
+    tower = load_text_tower(text_cfg)
     accuracies = []
     for unseen in splits:
-        text = class_embeddings(text_cfg, unseen, cache_dir=DEV_ROOT / "text")
+        text = hand_crafted_embeddings(tower, unseen, [template]).numpy()
         keep = np.isin(labels, unseen)
         predicted = np.asarray(unseen)[(features[keep] @ text.T).argmax(1)]
         accuracies.append(np.mean(predicted == labels[keep]))
@@ -68,8 +71,7 @@ def test_no_template_is_privileged(dev):
     moves a few points across templates), each far above chance: the generator holds no method's key."""
     _, manifest, _, _, splits = dev
     assert not set(HELD_OUT_TEMPLATES) & set(PRETRAINING_TEMPLATES)
-    tower = manifest["text_encoder"]
-    top1 = {t: zero_shot_top1(dev, TextEncoderConfig(**tower, templates=(t,))) for t in TEMPLATES}
+    top1 = {t: zero_shot_top1(dev, TextEncoderConfig(**manifest["text_encoder"]), t) for t in TEMPLATES}
     print("zero-shot top-1 of unseen GT segments by template:", {t: round(100 * a, 1) for t, a in top1.items()})
     chance = 1 / len(splits[0])
     assert max(top1.values()) - min(top1.values()) <= 0.05, top1
@@ -83,8 +85,8 @@ def test_the_pretrained_tower_has_a_language_prior(dev, tmp_path):
     random_cfg = make_tiny_clip(tmp_path, seed=0, embed_dim=world.embed_dim, width=world.width, layers=world.layers,
                                 heads=world.heads)
     assert Path(random_cfg.model).name == Path(dev[1]["text_encoder"]["model"]).name  # the same architecture
-    pretrained = zero_shot_top1(dev, TextEncoderConfig(**dev[1]["text_encoder"]))
-    random = zero_shot_top1(dev, random_cfg)
+    pretrained = zero_shot_top1(dev, TextEncoderConfig(**dev[1]["text_encoder"]), HAND_CRAFTED_TEMPLATES[0])
+    random = zero_shot_top1(dev, random_cfg, HAND_CRAFTED_TEMPLATES[0])
     print(f"zero-shot top-1: pretrained tower {100 * pretrained:.1f}, random weights {100 * random:.1f}")
     assert pretrained >= 2 * random
 
@@ -109,7 +111,7 @@ def test_default_world_tower_names_every_phrasing(dev):
 
 def test_phrasing_tokens_equal_the_tokenizer():
     tokenizer = open_clip.SimpleTokenizer()
-    templates, names = (*PRETRAINING_TEMPLATES, *HELD_OUT_TEMPLATES), VOCABULARY[::37]
+    templates, names = (*PRETRAINING_TEMPLATES[::11], *TITLES, *HELD_OUT_TEMPLATES), VOCABULARY[::37]
     spliced = phrasing_tokens(tokenizer, templates, names)
     direct = tokenizer([t.format(n) for t in templates for n in names])
     assert (direct[:, spliced.shape[1]:] == 0).all()

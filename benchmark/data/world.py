@@ -23,7 +23,7 @@ transformer) whose text tower is pretrained contrastively, LiT-style, to map phr
 name of the vocabulary onto the name's concept (the locked "image" side: web images of an action
 sit on its concept, so CLIP's joint space *is* the concept space; the benchmark's video features are
 a domain-shifted view of it, :mod:`benchmark.data.synthetic`). It sees
-:data:`PRETRAINING_TEMPLATES` × all 576 names, as CLIP's web pretraining saw ActivityNet's names
+:data:`PRETRAINING_TEMPLATES` (2304 captions and 16 titles) × all 576 names, as CLIP's web pretraining saw ActivityNet's names
 in many captions. Zero-shot withholds the detector's training videos of unseen classes, not the
 words. :data:`HELD_OUT_TEMPLATES` are never used in pretraining: they test whether the tower's
 prior generalises to new phrasings, as a new prompt does with real CLIP. The tower is pretrained
@@ -65,20 +65,23 @@ OBJECTS = (
 )
 VOCABULARY = tuple(f"{v} {o}" for v in VERBS for o in OBJECTS)
 
-# Phrasings the stand-in CLIP is pretrained on: captions of someone doing the action, and the bare
-# name. Methods' default template ("a video of a person {}.") is among them, as such captions are
-# on the web; nothing in the generator uses any of them.
+# Phrasings the stand-in CLIP is pretrained on, in two families drawn equally often: captions of
+# someone doing the action (every prefix × subject × suffix, 2304 of them, so that the tower learns
+# which words carry the action and which are context, as web captions teach CLIP) and bare names and
+# titles. Methods' default template ("a video of a person {}.") is among the captions, as such
+# captions are on the web; the generator uses none of them.
+_PREFIXES = ("", "a video of ", "a photo of ", "footage of ", "a clip of ", "watch ", "funny: ", "a blurry picture of ",
+             "look at ", "here is ", "amazing! ", "my favourite video: ")
 _SUBJECTS = ("a person", "someone", "a man", "a woman", "a child", "a group of people", "a teenager", "my friend",
              "an old man", "a girl", "a boy", "the team")
-_CAPTIONS = ("a video of {} {{}}.", "a photo of {} {{}}.", "{} {{}}.", "footage of {} {{}}.", "{} {{}} outdoors.",
-             "{} {{}} in the park.", "a clip of {} {{}}.", "{} is {{}} slowly.", "{} {{}} at the beach.",
-             "watch {} {{}} in the kitchen!", "{} {{}} while talking to the camera.", "a blurry picture of {} {{}}.",
-             "{} {{}} after school.", "funny: {} {{}} in the garden.")
-PRETRAINING_TEMPLATES = tuple(c.format(s) for c, s in itertools.product(_CAPTIONS, _SUBJECTS)) + (
-    "{}", "{}.", "a video of {}.", "{} video", "how to do {}", "{} tutorial", "{} at home", "{} in slow motion",
-    "i love {}", "the art of {}", "a photo of a {}.", "an image of {}.", "best of {} 2019", "{} for beginners",
-    "{}: tips and tricks", "learn {} in ten minutes",
-)
+_SUFFIXES = (".", "", " outdoors.", " in the park.", " at the beach.", " in the kitchen!", " while talking to the camera.",
+             " after school.", " in the garden.", " slowly.", " at night", " with friends.", " in the rain.",
+             " for the first time", " again!", " in a small town.")
+CAPTIONS = tuple(f"{p}{s} {{}}{x}" for p, s, x in itertools.product(_PREFIXES, _SUBJECTS, _SUFFIXES))
+TITLES = ("{}", "{}.", "a video of {}.", "{} video", "how to do {}", "{} tutorial", "{} at home", "{} in slow motion",
+          "i love {}", "the art of {}", "a photo of a {}.", "an image of {}.", "best of {} 2019", "{} for beginners",
+          "{}: tips and tricks", "learn {} in ten minutes")
+PRETRAINING_TEMPLATES = CAPTIONS + TITLES
 # Never in pretraining: new phrasings; the first two rearrange words pretraining saw (plus a comma), the
 # other two bring words it never saw.
 HELD_OUT_TEMPLATES = (
@@ -120,24 +123,29 @@ def concepts(names: Sequence[str], cfg: WorldConfig) -> np.ndarray:
     return unit(np.stack(parts)) if parts else np.zeros((0, cfg.embed_dim))
 
 
+def tower_tag(cfg: WorldConfig) -> str:
+    """Names the pretrained tower of ``cfg`` (its checkpoint is ``<model name>-<tag>.pt``): a hash of the
+    world config, the phrasings, the vocabulary and the torch / open_clip versions."""
+    key = {"format": _FORMAT, "world": asdict(cfg), "templates": [CAPTIONS, TITLES], "vocabulary": VOCABULARY,
+           "torch": torch.__version__, "open_clip": open_clip.__version__}
+    return f"world{cfg.seed}-{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]}"
+
+
 def pretrained_text_encoder(directory: str | Path, cfg: WorldConfig, cache_dir: str | Path | None = None,
                             ) -> tuple[TextEncoderConfig, dict]:
     """The stand-in CLIP of ``cfg``'s world, copied into ``directory``: (its config, pretraining stats).
 
-    Pretrained once per world and cached (``cache_dir``, default ``$XDG_CACHE_HOME/zstad-bench/towers``),
-    keyed on the world config, the templates and the torch / open_clip versions.
+    Pretrained once per :func:`tower_tag` and cached (``cache_dir``, default
+    ``$XDG_CACHE_HOME/zstad-bench/towers``).
     """
     name, model_cfg = tiny_clip_config(cfg.embed_dim, cfg.width, cfg.layers, cfg.heads)
-    key = {"format": _FORMAT, "world": asdict(cfg), "templates": PRETRAINING_TEMPLATES, "vocabulary": VOCABULARY,
-           "torch": torch.__version__, "open_clip": open_clip.__version__}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
-    tag = f"world{cfg.seed}-{digest}"
+    tag = tower_tag(cfg)
     root = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
     cached = root / f"{name}-{tag}"
     stats_path = cached / "pretraining.json"
     if not stats_path.is_file():
         model = build_tiny_clip(model_cfg, cfg.seed)
-        loss = pretrain_text_tower(model, VOCABULARY, PRETRAINING_TEMPLATES, concepts(VOCABULARY, cfg),
+        loss = pretrain_text_tower(model, VOCABULARY, (CAPTIONS, TITLES), concepts(VOCABULARY, cfg),
                                    cfg.steps, cfg.batch_size, cfg.lr, cfg.seed)
         save_tiny_clip(cached, name, model_cfg, checkpoint_bytes(model), tag)
         stats = {"final_loss": round(loss, 4), "logit_scale": round(float(model.logit_scale.detach().exp()), 2),

@@ -106,32 +106,44 @@ def make_tiny_clip(
     return save_tiny_clip(directory, name, model_cfg, checkpoint_bytes(model), f"seed{seed}")
 
 
-def phrasing_tokens(tokenizer, templates: Sequence[str], names: Sequence[str]) -> torch.Tensor:
-    """[len(templates) * len(names), L] token ids of every template filled with every name (template-major),
-    cut after the longest phrasing's EOT.
+class Phrasings:
+    """Token ids of every template filled with every name, without tokenizing each phrasing.
 
     CLIP's BPE encodes word by word (its pattern splits words and punctuation before merging), so a
-    phrasing's tokens are its template's tokens around the name's: each part is encoded once, which
-    is ~100x faster than tokenizing tens of thousands of phrasings one by one.
+    phrasing's tokens are its template's tokens around the name's: each template part and each name
+    is encoded once, and any (template, name) row is assembled from them. Tens of thousands of
+    templates × hundreds of names then cost seconds, not the hours of tokenizing every phrasing.
     """
-    name_ids = [tokenizer.encode(n) for n in names]
-    rows = []
-    for template in templates:
-        prefix, suffix = (tokenizer.encode(part) for part in template.split("{}"))
-        rows += [[tokenizer.sot_token_id, *prefix, *n, *suffix, tokenizer.eot_token_id] for n in name_ids]
-    length = max(map(len, rows))
-    if length > CONTEXT_LENGTH:
-        raise ValueError(f"a phrasing has {length} tokens, more than the context length {CONTEXT_LENGTH}")
-    tokens = np.zeros((len(rows), length), dtype=np.int64)
-    for i, row in enumerate(rows):
-        tokens[i, : len(row)] = row
-    return torch.from_numpy(tokens)
+
+    def __init__(self, tokenizer, templates: Sequence[str], names: Sequence[str]):
+        self.sot, self.eot = tokenizer.sot_token_id, tokenizer.eot_token_id
+        self.parts = [tuple(tokenizer.encode(part) for part in t.split("{}")) for t in templates]
+        self.names = [tokenizer.encode(n) for n in names]
+        self.vocabulary = sorted({0, self.sot, self.eot}.union(*(p + s for p, s in self.parts), *self.names))  # 0 pads
+
+    def tokens(self, template: Sequence[int], name: Sequence[int]) -> torch.Tensor:
+        """[len(template), L] token ids of phrasings (template[i], name[i]), cut after the longest's EOT."""
+        rows = [[self.sot, *self.parts[t][0], *self.names[n], *self.parts[t][1], self.eot]
+                for t, n in zip(template, name)]
+        length = max(map(len, rows))
+        if length > CONTEXT_LENGTH:
+            raise ValueError(f"a phrasing has {length} tokens, more than the context length {CONTEXT_LENGTH}")
+        out = np.zeros((len(rows), length), dtype=np.int64)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = row
+        return torch.from_numpy(out)
+
+
+def phrasing_tokens(tokenizer, templates: Sequence[str], names: Sequence[str]) -> torch.Tensor:
+    """[len(templates) * len(names), L] token ids of every template filled with every name (template-major)."""
+    template, name = np.divmod(np.arange(len(templates) * len(names)), len(names))
+    return Phrasings(tokenizer, templates, names).tokens(template, name)
 
 
 def pretrain_text_tower(
     model: open_clip.CLIP,
     names: Sequence[str],
-    templates: Sequence[str],
+    template_groups: Sequence[Sequence[str]],
     targets: np.ndarray,
     steps: int,
     batch_size: int,
@@ -142,8 +154,10 @@ def pretrain_text_tower(
 
     LiT-style ("locked-image tuning", Zhai et al., CVPR 2022): the image side is locked, here to
     ``targets`` [len(names), embed_dim] (one per name), and only the text tower and CLIP's logit
-    scale train. A step draws ``batch_size`` (template, name) phrasings and applies CLIP's InfoNCE
-    text-to-image loss against *every* target (all names are negatives):
+    scale train. A step draws ``batch_size`` (template, name) phrasings at random, each template from a
+    group drawn uniformly (so a small group, e.g. bare names, is seen as often as a large caption
+    grammar), and applies CLIP's InfoNCE text-to-image loss against *every* target (all names are
+    negatives):
 
         L = -log softmax_j(s · cos(text(template_i, name_i), target_j))[name_i]
 
@@ -155,13 +169,13 @@ def pretrain_text_tower(
     """
     tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)
     tower = ClipTextTower(model, tokenizer)
-    tokens = phrasing_tokens(tokenizer, templates, names)
-    labels = torch.arange(len(names)).repeat(len(templates))
-    eot = tower.eot_index(tokens)
-    used = torch.unique(tokens)
+    templates = [t for group in template_groups for t in group]
+    phrasings = Phrasings(tokenizer, templates, names)
+    sizes = torch.tensor([len(group) for group in template_groups])
+    offsets = torch.cumsum(sizes, 0) - sizes
+    used = torch.tensor(phrasings.vocabulary)
     compact = torch.full((VOCAB_SIZE,), -1, dtype=torch.long)
     compact[used] = torch.arange(len(used))
-    tokens = compact[tokens]
     target = F.normalize(torch.as_tensor(targets, dtype=torch.float32), dim=-1)
 
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -178,11 +192,14 @@ def pretrain_text_tower(
             schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, lr, total_steps=steps, pct_start=0.1)
             tower.train()
             for _ in range(steps):
-                batch = torch.randint(len(tokens), (batch_size,), generator=generator)
-                text = tower.encode_embeddings(F.embedding(tokens[batch], embedding), eot[batch])
+                group = torch.randint(len(sizes), (batch_size,), generator=generator)
+                template = offsets[group] + (torch.rand(batch_size, generator=generator) * sizes[group]).long()
+                name = torch.randint(len(names), (batch_size,), generator=generator)
+                tokens = phrasings.tokens(template.tolist(), name.tolist())
+                text = tower.encode_embeddings(F.embedding(compact[tokens], embedding), tower.eot_index(tokens))
                 scale = log_scale.exp().clamp(max=100.0)  # CLIP clips its learned temperature at 100
                 logits = scale * F.normalize(text, dim=-1) @ target.T
-                loss = F.cross_entropy(logits, labels[batch])
+                loss = F.cross_entropy(logits, name)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
