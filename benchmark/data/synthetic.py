@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from benchmark.data.world import VOCABULARY, WorldConfig, concepts, pretrained_text_encoder
+from benchmark.data.world import VOCABULARY, WorldConfig, concepts, pretrained_text_encoder, tower_tag
 
 GENERATOR_VERSION = 3
 
@@ -171,7 +172,7 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> Path:
     (out / "features").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
     names = class_names(cfg.classes, rng)
-    world = WorldConfig(seed=cfg.world_seed, embed_dim=cfg.embed_dim)
+    world = _world(cfg)
     text_cfg, pretraining = pretrained_text_encoder(out / "text_encoder", world)
     signatures = visual_signatures(concepts(names, world), cfg, rng)
     motion_vec = _unit(rng.standard_normal((2, cfg.embed_dim)))
@@ -212,6 +213,10 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> Path:
     return out
 
 
+def _world(cfg: SynthConfig) -> WorldConfig:
+    return WorldConfig(seed=cfg.world_seed, embed_dim=cfg.embed_dim)
+
+
 def load_manifest(root: str | Path) -> dict:
     """``root``'s synthetic.json with its paths made absolute: ``annotations``, ``features`` and the
     ``text_encoder`` model config and checkpoint (``TextEncoderConfig(**manifest["text_encoder"])``)."""
@@ -230,11 +235,16 @@ def _write_json(path: Path, obj) -> None:
 
 
 def ensure_synthetic(root: str | Path, profile: str = "default", seed: int = 0, **overrides) -> Path:
-    """The benchmark for (profile, seed, overrides) under ``root``, generated once and reused."""
+    """The benchmark for (profile, seed, overrides) under ``root``, generated once and reused (regenerated
+    from scratch when the config or the world's pretrained tower differs)."""
     cfg = replace(PROFILES[profile], seed=seed, **overrides)
     key = f"{profile}-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
     out = Path(root) / f"v{GENERATOR_VERSION}-{key}"
     manifest = out / "synthetic.json"
-    if manifest.exists() and json.loads(manifest.read_text())["config"] == json.loads(json.dumps(asdict(cfg))):
-        return out
+    if manifest.exists():
+        written = json.loads(manifest.read_text())
+        tower = Path(written["text_encoder"]["pretrained"]).stem
+        if written["config"] == json.loads(json.dumps(asdict(cfg))) and tower.endswith(tower_tag(_world(cfg))):
+            return out  # same config, and the world's tower has not changed (pretraining recipe, versions)
+        shutil.rmtree(out)  # stale: no file of the old benchmark (e.g. its tower) may linger in the new one
     return generate(out, cfg)
