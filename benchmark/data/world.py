@@ -47,7 +47,6 @@ import torch
 import torch.nn.functional as F
 
 from benchmark.text.clip import ClipTextTower, TextEncoderConfig
-from benchmark.text.prompts import HAND_CRAFTED_TEMPLATES
 from benchmark.text.tiny import (build_tiny_clip, checkpoint_bytes, phrasing_tokens, pretrain_text_tower,
                                  save_tiny_clip, tiny_clip_config)
 
@@ -90,6 +89,9 @@ HELD_OUT_TEMPLATES = (
     "there is somebody {} in this recording.",
     "a close-up shot of a student {} on a sunny day.",
 )
+
+# The pretraining stats report these (bump _FORMAT when changing them: the stats are cached with the tower).
+_ALIGNMENT_TEMPLATES = ("a video of a person {}.", "{}", *HELD_OUT_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -158,18 +160,16 @@ def pretrained_text_encoder(directory: str | Path, cfg: WorldConfig, cache_dir: 
 
 
 def _alignment(model: open_clip.CLIP, cfg: WorldConfig) -> dict:
-    """How well the tower's text lands on the concepts over the whole vocabulary, per template of the
-    methods' default set, the bare name and the held-out phrasings: mean cosine, and top-1 of the
-    576-way retrieval of the name's concept."""
+    """How well the tower's text lands on the concepts over the whole vocabulary, per template of
+    _ALIGNMENT_TEMPLATES: mean cosine, and top-1 of the 576-way retrieval of the name's concept."""
     target = torch.as_tensor(concepts(VOCABULARY, cfg), dtype=torch.float32)
     tokenizer = open_clip.SimpleTokenizer()
     tower = ClipTextTower(model, tokenizer).eval()
     out = {}
-    for template in dict.fromkeys((*HAND_CRAFTED_TEMPLATES, "{}", *HELD_OUT_TEMPLATES)):
+    for template in _ALIGNMENT_TEMPLATES:
         tokens = phrasing_tokens(tokenizer, [template], VOCABULARY)
         with torch.no_grad():
-            text = F.normalize(tower.encode_embeddings(tower.embed_tokens(tokens),
-                                                                         tower.eot_index(tokens)), dim=-1)
+            text = F.normalize(tower.encode_embeddings(tower.embed_tokens(tokens), tower.eot_index(tokens)), dim=-1)
         top1 = ((text @ target.T).argmax(1) == torch.arange(len(VOCABULARY))).float().mean()
         out[template] = {"cosine": round(float((text * target).sum(1).mean()), 4), "top1": round(float(top1), 4)}
     return {"alignment": out}

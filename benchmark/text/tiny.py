@@ -112,7 +112,7 @@ class Phrasings:
     CLIP's BPE encodes word by word (its pattern splits words and punctuation before merging), so a
     phrasing's tokens are its template's tokens around the name's: each template part and each name
     is encoded once, and any (template, name) row is assembled from them. Tens of thousands of
-    templates × hundreds of names then cost seconds, not the hours of tokenizing every phrasing.
+    templates × hundreds of names then cost a second, not the minutes of tokenizing every phrasing.
     """
 
     def __init__(self, tokenizer, templates: Sequence[str], names: Sequence[str]):
@@ -164,8 +164,8 @@ def pretrain_text_tower(
     Adam without weight decay, one-cycle schedule. Only the token embeddings of tokens the phrasings
     use can move (every other row has zero gradient, and Adam leaves a parameter with zero gradient
     where it is), so those rows train as a small table written back at the end: mathematically the
-    same as training the 49408-row table, many times faster. One thread and deterministic algorithms, so the
-    same seed gives the same weights byte for byte. Returns the last step's loss.
+    same as training the 49408-row table, many times faster. One thread and deterministic algorithms,
+    so the same seed gives the same weights byte for byte. Returns the last step's loss.
     """
     tokenizer = open_clip.SimpleTokenizer(context_length=CONTEXT_LENGTH)
     tower = ClipTextTower(model, tokenizer)
