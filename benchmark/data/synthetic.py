@@ -83,7 +83,7 @@ class SynthConfig:
     # layout
     duration: tuple[float, float] = (110.0, 0.6)  # log-normal video length: median seconds, sigma (ActivityNet-like)
     instances: tuple[float, ...] = (0.2, 0.2, 0.2, 0.15, 0.15, 0.1)  # P(1 instance), P(2), ... in a video
-    length: tuple[float, float] = (0.15, 0.7)  # an instance's share of its video: uniform in this range / n^length_decay
+    length: tuple[float, float] = (0.15, 0.7)  # an instance's share of its video: uniform here / n^length_decay
     length_decay: float = 0.75  # n instances share the video: each is shorter the more there are
     short_gap: float = 0.5  # chance that two consecutive instances are separated by a short gap
     short_gap_seconds: tuple[float, float] = (2.0, 8.0)  # a short gap's length (at most the drawn gap)

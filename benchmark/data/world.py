@@ -23,12 +23,12 @@ transformer) whose text tower is pretrained contrastively, LiT-style, to map phr
 name of the vocabulary onto the name's concept (the locked "image" side: web images of an action
 sit on its concept, so CLIP's joint space *is* the concept space; the benchmark's video features are
 a domain-shifted view of it, :mod:`benchmark.data.synthetic`). It sees
-:data:`PRETRAINING_TEMPLATES` (2304 captions and 16 titles) × all 576 names, as CLIP's web pretraining saw ActivityNet's names
-in many captions. Zero-shot withholds the detector's training videos of unseen classes, not the
-words. :data:`HELD_OUT_TEMPLATES` are never used in pretraining: they test whether the tower's
-prior generalises to new phrasings, as a new prompt does with real CLIP. The tower is pretrained
-once per ``WorldConfig`` (deterministically: one thread, fixed seed; 20-40 s on one CPU core),
-cached under ``$XDG_CACHE_HOME/zstad-bench/towers`` and copied into each benchmark folder, which
+:data:`PRETRAINING_TEMPLATES` (2304 captions and 16 titles) × all 576 names, as CLIP's web
+pretraining saw ActivityNet's names in many captions. Zero-shot withholds the detector's training
+videos of unseen classes, not the words. :data:`HELD_OUT_TEMPLATES` are never used in pretraining:
+they test whether the tower's prior generalises to new phrasings, as a new prompt does with real
+CLIP. The tower is pretrained once per :func:`tower_tag` (deterministically: one thread, fixed seed;
+about 20 s on an idle core, 400 steps of 128 phrasings), cached under ``$XDG_CACHE_HOME/zstad-bench/towers`` and copied into each benchmark folder, which
 methods load like real weights.
 """
 from __future__ import annotations
@@ -73,8 +73,8 @@ _PREFIXES = ("", "a video of ", "a photo of ", "footage of ", "a clip of ", "wat
              "look at ", "here is ", "amazing! ", "my favourite video: ")
 _SUBJECTS = ("a person", "someone", "a man", "a woman", "a child", "a group of people", "a teenager", "my friend",
              "an old man", "a girl", "a boy", "the team")
-_SUFFIXES = (".", "", " outdoors.", " in the park.", " at the beach.", " in the kitchen!", " while talking to the camera.",
-             " after school.", " in the garden.", " slowly.", " at night", " with friends.", " in the rain.",
+_SUFFIXES = (".", "", " outdoors.", " in the park.", " at the beach.", " in the kitchen!",
+             " while talking to the camera.", " after school.", " in the garden.", " slowly.", " at night", " with friends.", " in the rain.",
              " for the first time", " again!", " in a small town.")
 CAPTIONS = tuple(f"{p}{s} {{}}{x}" for p, s, x in itertools.product(_PREFIXES, _SUBJECTS, _SUFFIXES))
 TITLES = ("{}", "{}.", "a video of {}.", "{} video", "how to do {}", "{} tutorial", "{} at home", "{} in slow motion",
