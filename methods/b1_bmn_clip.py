@@ -4,6 +4,7 @@ classified zero-shot by frozen CLIP. Also the shared two-stage plumbing EffPromp
     (s, e, p) = BMN(X)                                   class-agnostic proposals, trained on seen classes
     v = mean_{t ∈ [s, e)} X_t                             the proposal's mean snippet feature (CLIP image space)
     z_k = CLIP_text("a video of a person {name_k}.")     frozen hand-crafted prompts of the test classes
+                                                          (default: benchmark.text.prompts.HAND_CRAFTED_TEMPLATES)
     P(k | s, e) = softmax_k(τ · cos(v, z_k))              τ = CLIP's logit scale
     score = p · P(k | s, e)                               top-k classes a proposal, Soft-NMS, ≤ 100 a video
 

@@ -25,9 +25,8 @@ Deviations from DenseCLIP (an image segmenter) and why:
   appended to the K class embeddings, and a localisation head (actionness/start/end, BMN-like
   targets) replaces the FPN segmentation decoder; the score map itself is the classifier (DenseCLIP's
   "identity head" with its τ = 0.07) instead of being concatenated into a decoder;
-- the CoOp contexts (shared by all classes) start from the words "a video of a person" (CoOp's
-  initialisation option) instead of DenseCLIP's random vectors: with the few epochs the 2-core
-  suite affords, random contexts leave the prompt far from CLIP's language prior (PAPER: random, 8);
+- the CoOp contexts (shared by all classes) start as every learned-prompt method's here
+  (``benchmark.text.prompts.N_CTX`` / ``CTX_INIT``: 4 random vectors, as DenseCLIP's; PAPER: 8);
 - the text tower is frozen by default (DenseCLIP: lr_mult 0); ``fine_tune_text`` unfreezes it;
 - class probabilities at test time are the softmax over the K test classes, background left out:
   the localisation head decides foreground, the classifier only which class;
@@ -47,7 +46,7 @@ from torch import nn
 
 from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.clip import load_text_tower
-from benchmark.text.prompts import PromptLearner
+from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner
 from methods.modules.grouping import (boundary_pairs, label_given_segments, segment_means, segments_to_detections,
                                       threshold_runs, top_k_labels, unique_segments)
 from methods.modules.losses import weighted_bce
@@ -62,8 +61,8 @@ class Config:
     temporal_layers: int = 1
     temporal_heads: int = 2
     # prompting
-    n_ctx: int = 4  # learnable contexts shared by all classes, when ctx_init is "" (random init, as DenseCLIP)
-    ctx_init: str = "a video of a person"  # the contexts start as these words' embeddings (sets n_ctx)
+    n_ctx: int = N_CTX  # learnable contexts shared by all classes, when ctx_init is "" (random init, as DenseCLIP)
+    ctx_init: str = CTX_INIT  # or the contexts start as these words' embeddings (sets n_ctx)
     fine_tune_text: bool = False
     decoder_width: int = 32
     decoder_layers: int = 1

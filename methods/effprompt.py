@@ -33,7 +33,7 @@ from torch import nn
 
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, register_method
-from benchmark.text.prompts import PromptLearner
+from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner
 from methods.b1_bmn_clip import TwoStage, TwoStageConfig, snippet_ranges, training_segments
 from methods.bmn import PAPER_BMN
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
@@ -41,8 +41,8 @@ from methods.modules.training import as_tensor, autocast, device_of, minibatches
 
 @dataclass(frozen=True)
 class Config(TwoStageConfig):
-    n_ctx: int = 8  # learnable context vectors before the class name
-    ctx_init: str = ""  # initialise the contexts from these words instead (sets n_ctx), e.g. "a video of a person"
+    n_ctx: int = N_CTX  # learnable context vectors before the class name (the learned-prompt methods' shared default)
+    ctx_init: str = CTX_INIT  # initialise the contexts from these words instead (sets n_ctx), e.g. "a video of a person"
     points: int = 8  # L, snippets sampled per segment
     layers: int = 1
     heads: int = 4

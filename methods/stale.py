@@ -74,7 +74,7 @@ from benchmark.data.targets import instance_snippets
 from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.clip import TextEncoderConfig, load_text_tower
-from benchmark.text.prompts import PromptLearner, hand_crafted_embeddings
+from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner, hand_crafted_embeddings
 from methods import label_fusion
 from methods.modules.dynamic_conv import DynamicMaskHead
 from methods.modules.grouping import label_given_segments
@@ -102,8 +102,8 @@ class StaleConfig:
     num_queries: int = 20  # N_z
     mask_decoder_layers: int = 1
     text_encoder: str = "finetuned"  # finetuned | frozen (CLIP-text) | none (learned class embeddings) | hand_crafted
-    n_ctx: int = 4  # N̂ learnable context vectors
-    ctx_init: str = ""  # initialise the context from these words instead (sets n_ctx)
+    n_ctx: int = N_CTX  # N̂ learnable context vectors (the learned-prompt methods' shared default)
+    ctx_init: str = CTX_INIT  # initialise the context from these words instead (sets n_ctx)
     logit_scale: str = "learnable"  # learnable (initialised at CLIP's) | clip (CLIP's, fixed)
     alpha_init: float = 1e-3  # Eq. 6
     dynamic_kernels: int = 4

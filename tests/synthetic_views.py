@@ -2,7 +2,6 @@
 every method's detections must pass."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,8 +10,18 @@ import numpy as np
 from benchmark.data.annotations import load_annotations
 from benchmark.data.features import open_feature_store
 from benchmark.data.splits import generate_splits
+from benchmark.data.synthetic import ensure_synthetic, load_manifest
 from benchmark.data.zero_shot import Dataset, zero_shot_views
 from benchmark.text.clip import TextEncoderConfig
+
+
+DEV_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "test_development"  # generated once, reused
+
+
+def development_benchmark() -> Path:
+    """The development benchmark: the default synthetic profile with seed 1 (the suite's is 0), on
+    which defaults and the generator are tuned; generated once under DEV_ROOT."""
+    return ensure_synthetic(DEV_ROOT, "default", seed=1)
 
 
 def synthetic_views(root: Path, ratio: float = 0.75, split: int = 0, cache_dir: Path | None = None) -> SimpleNamespace:
@@ -23,7 +32,7 @@ def synthetic_views(root: Path, ratio: float = 0.75, split: int = 0, cache_dir: 
                       cache_dir=cache_dir, synthetic=True)
     chosen = generate_splits("synthetic", annotations.classes, ratio, n=split + 1, seed=0)[split]
     train, test = zero_shot_views(dataset, chosen)
-    text = TextEncoderConfig(**json.loads((root / "synthetic.json").read_text())["text_encoder"])
+    text = TextEncoderConfig(**load_manifest(root)["text_encoder"])
     return SimpleNamespace(dataset=dataset, split=chosen, train=train, test=test, text=text)
 
 

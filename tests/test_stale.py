@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,11 +24,10 @@ from methods.modules.losses import completeness_loss, consistency_loss, dice_los
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
 from methods.stale import (StaleConfig, build_model, make_optimizer, make_scheduler, runs, stale_losses,
                            training_steps, video_detections)
-from synthetic_views import check_detections, synthetic_views
+from synthetic_views import DEV_ROOT, check_detections, development_benchmark, synthetic_views
 
 torch.set_num_threads(1)
 
-DEV_ROOT = Path(__file__).resolve().parents[1] / ".cache" / "test_development"  # generated once, reused
 T, D = 32, 48  # D differs from the tiny tower's 64-d embeddings: the model must project
 SEEN = ("brushing the dog", "kicking a ball", "washing the car", "riding a horse")
 UNSEEN = ("folding a box", "painting a fence")
@@ -250,9 +248,9 @@ def test_stale_overfits_a_tiny_seen_class_training_set(text_cfg):
 
 
 def development_views(split: int):
-    """Zero-shot 75/25 views of the development benchmark: the default synthetic profile (ActivityNet-
-    shaped, 800/400 videos, 100 classes) with seed 1, on which STALE's defaults were chosen."""
-    return synthetic_views(ensure_synthetic(DEV_ROOT, "default", seed=1), split=split, cache_dir=DEV_ROOT / "cache")
+    """Zero-shot 75/25 views of the development benchmark (the default synthetic profile with seed 1),
+    on which STALE's defaults were chosen."""
+    return synthetic_views(development_benchmark(), split=split, cache_dir=DEV_ROOT / "cache")
 
 
 def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_benchmark():

@@ -254,3 +254,16 @@ def test_cached_tag_resolves_to_the_local_file_with_openai_quickgelu(tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     # OpenAI's CLIP was trained with QuickGELU; the ViT-B-16 config says GELU, so it is forced
     assert clip_module._resolve_weights("ViT-B-16", "openai") == (str(weights), True)
+
+
+def test_every_method_starts_from_the_same_prompts():
+    """Equal footing: the learned-prompt methods share one default initialisation and the hand-crafted
+    ones one default template set, both set in benchmark.text.prompts."""
+    from benchmark.harness.registry import make_config
+    from benchmark.text.prompts import CTX_INIT, HAND_CRAFTED_TEMPLATES, N_CTX
+
+    for method in ("stale", "effprompt", "b2_denseclip"):
+        config = make_config(method)
+        assert (config.n_ctx, config.ctx_init) == (N_CTX, CTX_INIT), method
+    # B-I, the training-free reference and STALE's hand_crafted variant embed TextEncoderConfig.templates
+    assert TextEncoderConfig().templates == HAND_CRAFTED_TEMPLATES

@@ -23,7 +23,7 @@ import torch  # imported here on purpose: the scheduler seeds torch when the run
 from benchmark.data.annotations import load_annotations
 from benchmark.data.features import ScannedFeatures, open_feature_store, scan_features
 from benchmark.data.splits import REPO_SPLITS, SplitError, generate_splits, import_split_lists, load_splits, setting_ratio
-from benchmark.data.synthetic import ensure_synthetic
+from benchmark.data.synthetic import ensure_synthetic, load_manifest
 from benchmark.data.zero_shot import Dataset, closed_set_views, scored_videos, training_videos, zero_shot_views
 from benchmark.errors import InputError
 from benchmark.evaluation.detection import evaluate_detection, parse_tiou, tiou_key
@@ -67,7 +67,7 @@ def prepare_data(suite, profile: str, args) -> dict:
     facts = dict(DATASETS[suite.dataset])
     if data["source"] == "synthetic":
         root = ensure_synthetic(CACHE / "synthetic", **data["synthetic"])
-        manifest = json.loads((root / "synthetic.json").read_text())
+        manifest = load_manifest(root)
         facts |= {"source": "synthetic", "name": "synthetic", "annotations": str(root / "annotations.json"),
                   "features": str(root / "features"), "text_encoder": manifest["text_encoder"],
                   "external_scores": str(root / "external_video_scores.json")}

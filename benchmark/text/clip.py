@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from benchmark.errors import InputError
-from benchmark.text.prompts import hand_crafted_embeddings
+from benchmark.text.prompts import HAND_CRAFTED_TEMPLATES, hand_crafted_embeddings
 
 _CACHE_FORMAT = 1  # bump when the computation of class_embeddings changes
 DOWNLOAD_ENV = "ZSTAD_ALLOW_DOWNLOAD"  # the only way this project reaches for the network
@@ -46,7 +46,7 @@ class TextEncoderError(InputError):
 class TextEncoderConfig:
     model: str = "ViT-B-16"  # open_clip model name, or path to an open_clip model-config JSON
     pretrained: str = "openai"  # open_clip tag, or path to a local checkpoint file
-    templates: tuple[str, ...] = ("a video of a person {}.",)  # each holds one "{}" for the class name
+    templates: tuple[str, ...] = HAND_CRAFTED_TEMPLATES  # each holds one "{}" for the class name
 
     def __post_init__(self):
         object.__setattr__(self, "templates", tuple(self.templates))  # YAML gives lists

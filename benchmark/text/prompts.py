@@ -19,6 +19,16 @@ if TYPE_CHECKING:
 
 _PLACEHOLDER = "X"  # one BPE token; its embeddings are replaced by the learnable contexts
 
+# Equal footing for the methods (AUDIT.md G1): one place for how class names become text by default.
+# Every hand-crafted-prompt method (B-I, the training-free reference, STALE's ``hand_crafted``) reads
+# its templates from ``TextEncoderConfig.templates``, whose default is HAND_CRAFTED_TEMPLATES; every
+# learned-prompt method (STALE, EffPrompt, B-II) defaults its ``n_ctx`` / ``ctx_init`` to N_CTX /
+# CTX_INIT: the same N_CTX random contexts (CoOp's generic initialisation), or, when CTX_INIT holds
+# words, those words' embeddings. The synthetic benchmark's generator uses none of them.
+HAND_CRAFTED_TEMPLATES = ("a video of a person {}.",)
+N_CTX = 4
+CTX_INIT = ""
+
 
 @torch.no_grad()
 def hand_crafted_embeddings(tower: ClipTextTower, names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
