@@ -54,8 +54,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmark.errors import InputError
 from benchmark.data.world import VOCABULARY, WorldConfig, concepts, pretrained_text_encoder, tower_tag
+from benchmark.errors import InputError
 
 GENERATOR_VERSION = 3
 
