@@ -253,11 +253,17 @@ def development_views(split: int):
     return synthetic_views(development_benchmark(), split=split, cache_dir=DEV_ROOT / "cache")
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "on the fair benchmark (GENERATOR_VERSION 3) the representation-mask oracle is below the predicted "
+    "mask: mean avg mAP over dev splits 0-3 3.4 vs 4.0, both under the 5% floor; it is no upper bound by "
+    "construction (L_c then sees no background). The oracle that mirrors B-I's GT proposals is the "
+    "action-mask one, to be built with its own floor test (issue 13); this test then goes"))
 def test_gt_mask_oracle_scores_at_least_the_predicted_mask_on_the_development_benchmark():
     """Default recipe, the four first class splits: the oracle's mean average mAP must reach the
     predicted mask's. (The broken oracle of 19e9b03's parent scored 0.9 here against 9.2.) On single
     splits it can fall below -- H_m then gets no help from L_c on background snippets -- so the test
-    is on the mean, as Table 4 reports it."""
+    is on the mean, as Table 4 reports it. Strict xfail: it fails today (see the mark), and a pass
+    would be news."""
     scores = {"maskformer": [], "gt": []}
     for split in range(4):
         views = development_views(split)
