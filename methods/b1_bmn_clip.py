@@ -21,8 +21,11 @@ text as they are; ``projection="linear"`` then learns a linear map into the text
 seen-class GT segments (cross-entropy against the frozen seen-class prompts). With CLIP features
 keep the default ``"identity"``, which is B-I as published.
 
-``PAPER`` is the paper-sized BMN, applied by the harness for the profile's ``recipe: paper``
-(``benchmark.harness.registry.apply_hparams``, which also sets e.g. ``epochs`` on BMN's config).
+The BMN trains by the benchmark's convergence rule (:mod:`methods.modules.convergence`; ``bmn.epochs``
+is its cap); the linear projection is a full-batch fit of ``projection_steps`` steps.
+``PAPER`` is the paper-sized BMN with the paper's fixed 9 epochs, applied by the harness for the
+profile's ``recipe: paper`` (``benchmark.harness.registry.apply_hparams``, which also sets e.g.
+``epochs`` on BMN's config).
 """
 from __future__ import annotations
 

@@ -31,9 +31,10 @@ Deviations from DenseCLIP (an image segmenter) and why:
 - class probabilities at test time are the softmax over the K test classes, background left out:
   the localisation head decides foreground, the classifier only which class;
 - defaults are shrunk for the 2-core synthetic suite (``hidden`` 32, one decoder layer of width 32,
-  no dropout, lr 5e-3, 3 epochs); ``PAPER`` (``recipe: paper``) restores DenseCLIP's decoder (3 layers, width 256,
-  dropout 0.1), optimiser (AdamW, lr 1e-4, weight decay 1e-4) and STALE's 15 epochs, since STALE
-  trained B-II with its own recipe.
+  no dropout, lr 5e-3) and train by the benchmark's convergence rule (``methods.modules.convergence``:
+  until L on held-out training videos stops improving); ``PAPER`` (``recipe: paper``) restores
+  DenseCLIP's decoder (3 layers, width 256, dropout 0.1), optimiser (AdamW, lr 1e-4, weight decay
+  1e-4) and STALE's fixed 15 epochs, since STALE trained B-II with its own recipe.
 """
 from __future__ import annotations
 
@@ -47,6 +48,8 @@ from torch import nn
 from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.clip import load_text_tower
 from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner
+from methods.modules import convergence
+from methods.modules.convergence import Convergence
 from methods.modules.grouping import (boundary_pairs, label_given_segments, segment_means, segments_to_detections,
                                       threshold_runs, top_k_labels, unique_segments)
 from methods.modules.losses import weighted_bce
@@ -73,8 +76,9 @@ class Config:
     # localisation targets and loss
     boundary_radius: int = 1  # start/end target: the boundary snippet and this many on each side
     loc_weight: float = 1.0
-    # optimisation (fixed epoch count: no model selection on test classes)
-    epochs: int = 3
+    # training: the shared convergence rule (methods/modules/convergence.py); epochs is its cap
+    convergence: Convergence = Convergence()
+    epochs: int = 30  # the cap (synthetic suite: the plateau stops after 12-17)
     batch_size: int = 16
     lr: float = 5e-3
     weight_decay: float = 1e-4
@@ -187,7 +191,7 @@ class DenseClipBaseline(Method):
     # epochs and a temporal encoder of CLIP's width. Batch size is in neither paper.
     PAPER = {"hidden": 512, "temporal_heads": 8, "n_ctx": 8, "ctx_init": "", "decoder_width": 256,
              "decoder_layers": 3, "decoder_heads": 4, "dropout": 0.1, "epochs": 15, "batch_size": 16, "lr": 1e-4,
-             "weight_decay": 1e-4}
+             "weight_decay": 1e-4, "convergence": {"rule": "epochs"}}
 
     def __init__(self, config: Config, context):
         check_config(config)
@@ -201,24 +205,35 @@ class DenseClipBaseline(Method):
         self.model = model = DenseClipTAD(train_view.features.shape[-1], tower, train_view.classes, cfg).to(device)
         targets = train_view.targets
         start, end = boundary_targets(targets.masks, targets.fg, cfg.boundary_radius)
-        x = as_tensor(train_view.features, device)
-        cls = as_tensor(targets.cls, device, torch.int64)
-        loc_target = as_tensor(np.stack([targets.fg, start, end], axis=-1), device)  # [N, T, 3]
+        data = [as_tensor(train_view.features, device), as_tensor(targets.cls, device, torch.int64),
+                as_tensor(np.stack([targets.fg, start, end], axis=-1), device)]  # x, cls, loc targets [N, T, 3]
+        fitted, held = convergence.holdout_split(len(train_view.videos), cfg.convergence, self.context.seed)
+        x, cls, loc_target = (t[torch.as_tensor(fitted)] for t in data)  # the videos trained on
+        held_data = [t[torch.as_tensor(held)] for t in data]
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model.train()
-        for epoch in range(cfg.epochs):
-            totals = {}
-            for idx in minibatches(len(x), cfg.batch_size, generator):
+
+        def step(idx) -> dict[str, float]:
+            with autocast(device):
+                losses = self.losses(x[idx], cls[idx], loc_target[idx])
+            optimiser.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            optimiser.step()
+            return {name: value.item() for name, value in losses.items()}
+
+        def heldout_loss() -> float:  # video-weighted mean of L over the held-out videos
+            total = 0.0
+            for idx in minibatches(len(held), 4 * cfg.batch_size, None, shuffle=False):
                 with autocast(device):
-                    losses = self.losses(x[idx], cls[idx], loc_target[idx])
-                optimiser.zero_grad(set_to_none=True)
-                losses["loss"].backward()
-                optimiser.step()
-                for name, value in losses.items():
-                    totals[name] = totals.get(name, 0.0) + float(value.detach()) * len(idx) / len(x)
-            self.context.log(f"b2_denseclip epoch {epoch + 1}/{cfg.epochs}: "
-                             + ", ".join(f"{name} {value:.4f}" for name, value in totals.items()))
+                    total += float(self.losses(*(t[idx] for t in held_data))["loss"]) * len(idx)
+            return total / len(held)
+
+        record = convergence.train(cfg.convergence, cfg.epochs, len(fitted), cfg.batch_size, step,
+                                   heldout_loss if len(held) else None, model, optimiser, generator,
+                                   lambda line: self.context.log(f"b2_denseclip: {line}"))
+        self.context.ledger.trained("b2_denseclip", record)
+        self.context.log(f"b2_denseclip: trained {record['steps']} steps ({record['epochs']} epochs), "
+                         f"stopped: {record['stopped']}")
 
     def losses(self, x: torch.Tensor, cls: torch.Tensor, loc_target: torch.Tensor) -> dict[str, torch.Tensor]:
         """L = CE(S, y) over K+1 classes + λ_loc · Σ wBCE over actionness, start, end."""

@@ -38,6 +38,10 @@ Deviations from the paper / released code, all small: linear interpolation drops
 outside the video (the released code's ``math.modf`` clamps points in (−1, 0) onto snippet 0);
 Soft-NMS is the shared Gaussian one without BMN's width-dependent threshold; the defaults are
 shrunk for the 2-core synthetic suite (``PAPER_BMN`` restores the paper's sizes and schedule).
+
+Training follows the benchmark's convergence rule (:mod:`methods.modules.convergence`): held-out
+training videos, L on them once an epoch, lr / 10 and then a stop on a plateau, ``epochs`` the cap;
+``PAPER_BMN`` keeps the paper's fixed 9 epochs (rule ``epochs``).
 """
 from __future__ import annotations
 
@@ -58,9 +62,11 @@ from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.compute import Cost, Ledger, measure
 from benchmark.harness.registry import ConfigError
+from methods.modules import convergence
+from methods.modules.convergence import Convergence
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
 
-CACHE_FORMAT = 2  # bump when training or inference changes what a cached artifact holds
+CACHE_FORMAT = 3  # bump when training or inference changes what a cached artifact holds
 
 
 @dataclass(frozen=True)
@@ -74,11 +80,12 @@ class BMNConfig:
     samples_per_bin: int = 3  # interpolated points averaged into each of the N samples
     boundary_ratio: float = 0.5  # the sampled region extends the proposal by this fraction of its length, each side
     max_duration: int = 0  # D in snippets; 0 means T
-    # training: fixed schedule, no model selection
-    epochs: int = 2
-    decay_epochs: int = 0  # the last epochs (all, if more than epochs) run at lr / 10 (paper: 9 epochs, the last 2)
+    # training: the shared convergence rule (methods/modules/convergence.py); epochs is its cap
+    convergence: Convergence = Convergence()
+    epochs: int = 20  # the cap (synthetic suite: the plateau stops after 11-13)
+    decay_epochs: int = 0  # rule epochs: the last epochs (all, if more than epochs) at lr / 10 (paper: 9, the last 2)
     batch_size: int = 16
-    lr: float = 4e-3  # paper: 1e-3 over 9 epochs; fewer epochs need a larger step
+    lr: float = 4e-3  # paper: 1e-3 over 9 epochs
     weight_decay: float = 1e-4
     reg_weight: float = 10.0  # λ of L_R
     # inference (not part of the trained model's cache key)
@@ -87,7 +94,8 @@ class BMNConfig:
     max_proposals: int = 100
 
 
-PAPER_BMN = BMNConfig(hidden_1d=256, hidden_2d=128, hidden_3d=512, num_samples=32, epochs=9, decay_epochs=2, lr=1e-3)
+PAPER_BMN = BMNConfig(hidden_1d=256, hidden_2d=128, hidden_3d=512, num_samples=32, epochs=9, decay_epochs=2, lr=1e-3,
+                      convergence=Convergence(rule="epochs"))
 INFERENCE_FIELDS = ("peak_fraction", "soft_nms_sigma", "max_proposals")
 
 
@@ -322,29 +330,42 @@ def bmn_loss(out: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
 
 
 def train_bmn(features: np.ndarray, instances: np.ndarray, cfg: BMNConfig, seed: int, device: torch.device,
-              log=print) -> BMN:
-    """Train on features [N, T, D_in] with instances [N, M, 2] (snippet units); fixed schedule."""
+              log=print) -> tuple[BMN, dict]:
+    """Train on features [N, T, D_in] with instances [N, M, 2] (snippet units) by ``cfg.convergence``;
+    returns the model and the training record."""
     generator = seed_everything(seed)
     N, T, in_dim = features.shape
     model = BMN(in_dim, T, cfg).to(device)
+    fitted, held = (torch.as_tensor(i) for i in convergence.holdout_split(N, cfg.convergence, seed))
     x, gt = as_tensor(features, device), as_tensor(instances, device)
+    x_fit, gt_fit, x_held, gt_held = x[fitted], gt[fitted], x[held], gt[held]
     optimiser = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    model.train()
-    for epoch in range(cfg.epochs):
-        if epoch == max(cfg.epochs - cfg.decay_epochs, 0):  # a suite-wide `epochs` may cut below decay_epochs
-            for group in optimiser.param_groups:
-                group["lr"] = cfg.lr / 10
-        total = 0.0
-        for idx in minibatches(N, cfg.batch_size, generator):
-            with autocast(device):
-                out = model(x[idx])
-            losses = bmn_loss({k: v.float() for k, v in out.items()}, bmn_targets(gt[idx], T, model.D), cfg.reg_weight)
-            optimiser.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            optimiser.step()
-            total += float(losses["loss"].detach()) * len(idx)
-        log(f"bmn epoch {epoch + 1}/{cfg.epochs}: loss {total / N:.4f}")
-    return model.eval()
+
+    def losses(x, gt) -> dict[str, torch.Tensor]:
+        with autocast(device):
+            out = model(x)
+        return bmn_loss({k: v.float() for k, v in out.items()}, bmn_targets(gt, T, model.D), cfg.reg_weight)
+
+    def step(idx) -> dict[str, float]:
+        loss = losses(x_fit[idx], gt_fit[idx])["loss"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        return {"loss": loss.item()}
+
+    def heldout_loss() -> float:
+        """Video-weighted mean of L over the held-out videos; L_R's random sample drawn from a fixed
+        seed, so every evaluation weighs the same entries and training's random stream is untouched."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            return sum(float(losses(x_held[idx], gt_held[idx])["loss"]) * len(idx)
+                       for idx in minibatches(len(held), cfg.batch_size, None, shuffle=False)) / len(held)
+
+    record = convergence.train(cfg.convergence, cfg.epochs, len(fitted), cfg.batch_size, step,
+                               heldout_loss if len(held) else None, model, optimiser, generator,
+                               lambda line: log(f"bmn: {line}"), decay_epochs=cfg.decay_epochs)
+    log(f"bmn: trained {record['steps']} steps ({record['epochs']} epochs), stopped: {record['stopped']}")
+    return model, record
 
 
 @torch.no_grad()
@@ -449,14 +470,15 @@ def fit_bmn(train_view, cfg: BMNConfig, context) -> TrainedBMN:
     check_bmn_config(cfg)
     device = device_of(context)
 
-    def train() -> BMN:
+    def train() -> tuple[BMN, dict]:
         instances = instance_table(train_view.videos, train_view.T)
         return train_bmn(train_view.features, instances, cfg, context.seed, device, context.log)
 
     if context.cache_dir is None:
         with measure() as cost:
-            model = train()
+            model, record = train()
         context.ledger.charge("bmn", cost, built_here=True)
+        context.ledger.trained("bmn", record)
         return TrainedBMN(model, cfg, None)
     model_cfg = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in INFERENCE_FIELDS}
     model_cfg["decay_epochs"] = min(cfg.decay_epochs, cfg.epochs)  # the same schedule, the same model
@@ -468,17 +490,19 @@ def fit_bmn(train_view, cfg: BMNConfig, context) -> TrainedBMN:
         if path.is_file():
             model = BMN(train_view.features.shape[-1], train_view.T, cfg).to(device)
             model.load_state_dict(torch.load(path, map_location=device))
-            cost = Cost(**json.loads((directory / "config.json").read_text())["cost"])
+            stored = json.loads((directory / "config.json").read_text())
+            cost, record = Cost(**stored["cost"]), stored["training"]
             context.ledger.charge("bmn", cost, built_here=False)
             context.log(f"bmn: trained model loaded from {path}")
         else:
             with measure() as cost:
-                model = train()
+                model, record = train()
             context.ledger.charge("bmn", cost, built_here=True)
-            _atomic_save(path, lambda p: torch.save(model.state_dict(), p))
-            (directory / "config.json").write_text(json.dumps({"config": model_cfg, "seed": context.seed,
-                                                              "videos": len(train_view.videos),
-                                                              "cost": dataclasses.asdict(cost)}, indent=1))
+            stored = {"config": model_cfg, "seed": context.seed, "videos": len(train_view.videos),
+                      "cost": dataclasses.asdict(cost), "training": record}
+            _atomic_save(directory / "config.json", lambda p: p.write_text(json.dumps(stored, indent=1)))
+            _atomic_save(path, lambda p: torch.save(model.state_dict(), p))  # last: its presence means done
+    context.ledger.trained("bmn", record)
     return TrainedBMN(model.eval(), cfg, directory)
 
 

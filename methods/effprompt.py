@@ -13,8 +13,10 @@ classified by a learned prompt against a light temporal Transformer over its sni
     score = p_BMN · P(k | proposal), top-k classes, Soft-NMS, ≤ 100 a video
 
 Training: cross-entropy of P over the seen classes on the seen-class GT segments of the training
-videos; the learnable parts are the contexts, the positions, the Transformer and W. At test the
-prompt takes the unseen class names. ``proposals="gt"`` is the GT-proposal ORACLE, as for B-I.
+videos; the learnable parts are the contexts, the positions, the Transformer and W. The schedule is
+the benchmark's convergence rule (:mod:`methods.modules.convergence`), held out by video: the
+segments of held-out training videos give the held-out loss. At test the prompt takes the unseen
+class names. ``proposals="gt"`` is the GT-proposal ORACLE, as for B-I.
 
 Where the paper leaves it open we chose: fixed L-point sampling of each segment, no background
 class (BMN's confidence carries the actionness), CLIP's frozen logit scale. Ju et al. put prompt
@@ -36,7 +38,9 @@ from benchmark.harness.registry import ConfigError, register_method
 from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner
 from methods.b1_bmn_clip import TwoStage, TwoStageConfig, snippet_ranges, training_segments
 from methods.bmn import PAPER_BMN
-from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
+from methods.modules import convergence
+from methods.modules.convergence import Convergence
+from methods.modules.training import as_tensor, autocast, device_of, seed_everything
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,9 @@ class Config(TwoStageConfig):
     layers: int = 1
     heads: int = 4
     dropout: float = 0.1
-    epochs: int = 6
+    # training: the shared convergence rule (methods/modules/convergence.py); epochs is its cap
+    convergence: Convergence = Convergence()
+    epochs: int = 30  # the cap (synthetic suite: the plateau stops after 11-16)
     batch_size: int = 256  # each step runs the text tower over every seen class: that is the cost
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -94,7 +100,8 @@ class EffPrompt(TwoStage):
     Config = Config
     # Sizes as we read Ju et al. (16 prompt vectors, 2 Transformer layers over 512-d CLIP ViT-B/16
     # features, 16 sampled frames); the schedule is ours, the paper gives none for detection.
-    PAPER = {"bmn": PAPER_BMN, "n_ctx": 16, "points": 16, "layers": 2, "heads": 8, "epochs": 30, "batch_size": 128}
+    PAPER = {"bmn": PAPER_BMN, "n_ctx": 16, "points": 16, "layers": 2, "heads": 8, "epochs": 30, "batch_size": 128,
+             "convergence": {"rule": "epochs"}}
 
     def __init__(self, config: Config, context):
         super().__init__(config, context)
@@ -117,23 +124,33 @@ class EffPrompt(TwoStage):
             raise ConfigError(f"effprompt: feature dimension {in_dim} is not divisible by heads={cfg.heads}")
         generator = seed_everything(self.context.seed)
         table, labels = training_segments(train_view)
+        fitted, held = convergence.holdout_split(len(train_view.videos), cfg.convergence, self.context.seed)
+        is_held = torch.as_tensor(np.isin(table.video, [train_view.videos[n].id for n in held]), device=device)
         x = as_tensor(sample_segments(train_view, table, cfg.points), device)
         y = torch.as_tensor(labels, device=device)
+        x_fit, y_fit, x_held, y_held = x[~is_held], y[~is_held], x[is_held], y[is_held]
         self.model = model = ProposalClassifier(in_dim, self.tower, train_view.classes, cfg).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
         optimiser = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        model.train()
-        for epoch in range(cfg.epochs):
-            total = 0.0
-            for idx in minibatches(len(x), cfg.batch_size, generator):
-                with autocast(device):
-                    loss = F.cross_entropy(model(x[idx], model.prompt()).float(), y[idx])  # text tower once a step
-                optimiser.zero_grad(set_to_none=True)
-                loss.backward()
-                optimiser.step()
-                total += float(loss.detach()) * len(idx)
-            self.context.log(f"effprompt epoch {epoch + 1}/{cfg.epochs}: loss {total / len(x):.4f}")
-        model.eval()
+
+        def loss_of(x, y) -> torch.Tensor:
+            with autocast(device):
+                return F.cross_entropy(model(x, model.prompt()).float(), y)  # text tower once a step
+
+        def step(idx) -> dict[str, float]:
+            loss = loss_of(x_fit[idx], y_fit[idx])
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            return {"loss": loss.item()}
+
+        record = convergence.train(cfg.convergence, cfg.epochs, len(x_fit), cfg.batch_size, step,
+                                   (lambda: float(loss_of(x_held, y_held))) if len(x_held) else None, model,
+                                   optimiser, generator, lambda line: self.context.log(f"effprompt: {line}"))
+        record.update(fitted_videos=len(fitted), fitted_segments=len(x_fit))  # the rule counted segments
+        self.context.ledger.trained("effprompt", record)
+        self.context.log(f"effprompt: trained {record['steps']} steps ({record['epochs']} epochs), "
+                         f"stopped: {record['stopped']}")
 
     def class_text(self, classes) -> torch.Tensor:
         self.model.prompt.set_class_names(classes)  # the learned contexts, the test classes' names

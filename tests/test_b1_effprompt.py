@@ -1,5 +1,5 @@
 """B-I (b1_bmn_clip) and EffPrompt (effprompt): the two-stage baselines on the synthetic benchmark,
-their oracle hooks, shapes, determinism and config errors."""
+their oracle hooks, shapes, determinism, the convergence rule's record and config errors."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -16,8 +16,9 @@ from benchmark.data import zero_shot
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.text.clip import load_text_tower
-from methods.b1_bmn_clip import mean_features
+from methods.b1_bmn_clip import mean_features, training_segments
 from methods.effprompt import ProposalClassifier, sample_segments
+from methods.modules.convergence import holdout_split
 from synthetic_views import check_detections, synthetic_views
 
 torch.set_num_threads(1)
@@ -91,7 +92,8 @@ def test_b1_linear_projection_for_other_features(synthetic):
 
 
 def test_effprompt_overfits_the_seen_classes(synthetic):
-    ep = make("effprompt", synthetic, {"proposals": "gt", "epochs": 20, "batch_size": 64})
+    ep = make("effprompt", synthetic, {"proposals": "gt", "epochs": 20, "batch_size": 64,
+                                       "convergence": {"rule": "epochs"}})  # every training video, 20 epochs
     ep.fit(synthetic.train)
     assert top1_accuracy(synthetic.seen, ep.classify_segments(synthetic.seen, gt_segments(synthetic.seen))) > 0.95
 
@@ -109,12 +111,32 @@ def test_two_stage_pipelines_share_one_cached_bmn(synthetic, tmp_path: Path):
     ep.fit(synthetic.train)
     check_detections(ep.predict(synthetic.test), synthetic.test)
     assert ep.proposals(synthetic.test) == proposals  # the same cached proposals
-    assert sum(line.startswith("bmn epoch") for line in lines) == 1
+    assert sum(line.startswith("bmn: epoch") for line in lines) == 1
     assert any("loaded" in line for line in lines)
+    assert ep.context.ledger.training["bmn"] == b1.context.ledger.training["bmn"]  # recorded, built or loaded
+    assert set(ep.context.ledger.training) == {"bmn", "effprompt"}
 
     labelled = ep.classify_segments(synthetic.test, gt_segments(synthetic.test))
     assert sum(len(d) for d in labelled.values()) == 2 * len(synthetic.test.gt)  # top-2 classes each
     assert all(d["label"] in synthetic.test.classes for ds in labelled.values() for d in ds)
+
+
+def test_effprompt_holds_out_training_videos(synthetic):
+    """The plateau rule holds out whole training videos: none of their segments is trained on. (On this
+    easy, separable data the held-out loss keeps falling: the cap stops it.)"""
+    ep = make("effprompt", synthetic, {"proposals": "gt", "epochs": 3})
+    ep.fit(synthetic.train)
+    videos = synthetic.train.videos
+    fitted, held = holdout_split(len(videos), ep.config.convergence, seed=0)
+    assert len(held) > 0 and not set(fitted) & set(held) and len(fitted) + len(held) == len(videos)
+    table, _ = training_segments(synthetic.train)
+    fitted_segments = np.isin(table.video, [videos[n].id for n in fitted]).sum()
+    assert 0 < fitted_segments < len(table)
+    record = ep.context.ledger.training["effprompt"]
+    assert (record["rule"], record["stopped"], record["epochs"]) == ("plateau", "cap", 3)
+    assert (record["fitted_videos"], record["fitted_segments"]) == (len(videos) - len(held), fitted_segments)
+    assert record["steps"] == 3 * np.ceil(fitted_segments / ep.config.batch_size)
+    assert len(record["curve"]) == 3 and record["best_step"] <= record["steps"]
 
 
 @pytest.mark.parametrize("method, overrides", [("b1_bmn_clip", {"bmn": FAST_BMN}),
@@ -184,5 +206,9 @@ def test_profile_hyper_parameters(synthetic):
     ep = get_method("effprompt")(config, MethodContext(text_encoder=synthetic.text))
     assert (ep.config.n_ctx, ep.config.layers, ep.config.epochs, ep.config.proposals) == (16, 2, 1, "gt")
     assert (ep.config.bmn.hidden_2d, ep.config.bmn.epochs) == (128, 1)  # decay_epochs 2 > 1: BMN's one epoch decays
+    assert ep.config.convergence.rule == ep.config.bmn.convergence.rule == "epochs"  # the papers' fixed schedules
     b1 = apply_hparams("b1_bmn_clip", make_config("b1_bmn_clip"), {"epochs": 3})
     assert b1.bmn.epochs == 3 and b1.bmn.hidden_2d == make_config("b1_bmn_clip").bmn.hidden_2d
+    assert b1.bmn.convergence.rule == make_config("effprompt").convergence.rule == "plateau"  # epochs: the cap
+    paper_b1 = apply_hparams("b1_bmn_clip", make_config("b1_bmn_clip"), {"recipe": "paper"})
+    assert (paper_b1.bmn.convergence.rule, paper_b1.bmn.epochs, paper_b1.bmn.decay_epochs) == ("epochs", 9, 2)

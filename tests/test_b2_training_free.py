@@ -15,6 +15,7 @@ from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from benchmark.text.tiny import make_tiny_clip
 from methods.b2_denseclip import DenseClipBaseline, boundary_targets
 from methods.modules import grouping
+from methods.modules.convergence import holdout_split
 from synthetic_views import check_detections, synthetic_views
 
 torch.set_num_threads(1)
@@ -98,6 +99,7 @@ def test_b2_shapes_and_finite_losses(tiny_text, overrides, D):
 def test_b2_paper_recipe(tiny_text):
     method = build("b2_denseclip", tiny_text, hparams={"recipe": "paper", "epochs": 1})
     assert method.config.epochs == 1 and method.config.decoder_width == DenseClipBaseline.PAPER["decoder_width"] == 256
+    assert method.config.convergence.rule == "epochs"  # STALE's fixed schedule, on every training video
     train, _ = random_views(2, 1, 2, 1, T=16)
     method.fit(train)
     assert len(method.model.context_decoder.layers) == 3 and method.model.prompt.n_ctx == 8
@@ -105,7 +107,8 @@ def test_b2_paper_recipe(tiny_text):
 
 def test_b2_overfits_tiny_seen_set(tiny_text):
     train, _ = random_views(16, 1, 3, 1, T=32, D=32, strength=3.0, seed=1)
-    method = build("b2_denseclip", tiny_text, {"epochs": 60, "batch_size": 16, "lr": 1e-2})
+    method = build("b2_denseclip", tiny_text, {"epochs": 60, "batch_size": 16, "lr": 1e-2,
+                                               "convergence": {"rule": "epochs"}})  # every video, 60 epochs
     method.fit(train)
     # test on the training videos and classes themselves
     gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in train.videos for i in v.instances), False)
@@ -129,6 +132,20 @@ def test_b2_deterministic(tiny_text):
     other = build("b2_denseclip", tiny_text, {"epochs": 2}, seed=1)
     other.fit(train)
     assert other.predict(test) != first.predict(test)
+
+
+def test_b2_plateau_rule_holds_out_training_videos(tiny_text):
+    """Default rule: held-out training videos are not trained on; the run's record reaches the ledger."""
+    train, _ = random_views(20, 1, 3, 1, T=24, seed=3)
+    method = build("b2_denseclip", tiny_text, {"batch_size": 4})
+    method.fit(train)
+    fitted, held = holdout_split(20, method.config.convergence, seed=0)
+    assert len(held) == 2 and not set(fitted) & set(held) and len(fitted) + len(held) == 20
+    record = method.context.ledger.training["b2_denseclip"]
+    assert record["rule"] == "plateau" and record["fitted_videos"] == 20 - len(held)
+    assert record["epochs"] == round(record["steps"] / np.ceil((20 - len(held)) / 4), 2)
+    assert record["stopped"] == "plateau" and record["epochs"] < method.config.epochs
+    assert record["best_step"] <= record["steps"] and len(record["curve"]) == record["epochs"]
 
 
 def test_b2_hooks(tiny_text):

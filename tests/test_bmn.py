@@ -1,5 +1,5 @@
 """BMN (methods/bmn.py): the BM layer against a direct loop, hand-computed targets, the real configs
-on random features, overfitting, determinism and the shared cache."""
+on random features, overfitting, determinism, the convergence rule's record and the shared cache."""
 from __future__ import annotations
 
 import math
@@ -17,10 +17,12 @@ from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext
 from methods.bmn import (BMN, PAPER_BMN, BMNConfig, BoundaryMatching, binary_logistic, bmn_loss, bmn_proposals,
                          bmn_targets, check_bmn_config, fit_bmn, instance_table)
+from methods.modules.convergence import Convergence, holdout_split
 
 torch.set_num_threads(1)
+# a fixed schedule (rule epochs): the tests below count epochs; test_plateau_rule_* covers the default rule
 TINY = BMNConfig(hidden_1d=16, hidden_2d=8, hidden_3d=8, num_samples=4, epochs=40, decay_epochs=5, batch_size=8,
-                 lr=4e-3)
+                 lr=4e-3, convergence=Convergence(rule="epochs"))
 
 
 def direct_bm(f: np.ndarray, K: np.ndarray, b: np.ndarray, D: int, N: int, per_bin: int, ratio: float) -> np.ndarray:
@@ -182,7 +184,7 @@ def test_cache_trains_once_per_training_set(tmp_path: Path):
         t.start()
     for t in threads:
         t.join()
-    assert sum("epoch 1/" in line for line in lines) == 1  # trained once, the other job waited and loaded
+    assert sum(line.startswith("bmn: epoch 1 ") for line in lines) == 1  # trained once, the other job waited and loaded
     assert sum("loaded" in line for line in lines) == 1
 
     first = bmn_proposals(fit_bmn(ToyView(videos, features), cfg, context(tmp_path, log)), ToyView(videos, features))
@@ -196,6 +198,30 @@ def test_cache_trains_once_per_training_set(tmp_path: Path):
     fit_bmn(ToyView(videos, features, classes=("b",)), cfg, context(tmp_path, log))
     fit_bmn(ToyView(videos, features), cfg, context(tmp_path, log, seed=1))
     assert len(list(tmp_path.glob("bmn/*/model.pt"))) == 4
+
+
+def test_plateau_rule_holds_out_training_videos_and_records_the_run(tmp_path: Path):
+    """Default rule: 10% of the training videos held out, never trained on; the run's record reaches
+    the job's ledger whether the model was trained here or loaded from the cache."""
+    n = 20
+    view = ToyView(*toy_videos(n, 16, 8, seed=4))
+    cfg = replace(TINY, epochs=60, convergence=Convergence())
+    fitted, held = holdout_split(n, cfg.convergence, seed=0)
+    assert len(held) == 2 and not set(fitted) & set(held) and len(fitted) + len(held) == n
+    records = []
+    for _ in range(2):  # built, then loaded
+        ctx = context(tmp_path)
+        fit_bmn(view, cfg, ctx)
+        records.append(ctx.ledger.training["bmn"])
+    record = records[0]
+    assert records[1] == record
+    assert record["rule"] == "plateau" and record["fitted_videos"] == n - len(held)
+    assert record["epochs"] == round(record["steps"] / math.ceil((n - len(held)) / cfg.batch_size), 2)
+    assert record["stopped"] == "plateau" and record["epochs"] < cfg.epochs
+    assert record["best_step"] <= record["steps"] and len(record["curve"]) == record["epochs"]
+    ctx = context()  # no cache: recorded too
+    fit_bmn(view, replace(cfg, epochs=1), ctx)
+    assert (ctx.ledger.training["bmn"]["steps"], ctx.ledger.training["bmn"]["stopped"]) == (3, "cap")
 
 
 def test_instance_table_in_snippet_units():

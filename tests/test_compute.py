@@ -8,6 +8,7 @@ import torch
 from benchmark.harness.compute import Cost, Ledger, measure
 from benchmark.harness.registry import MethodContext
 from methods.bmn import bmn_proposals, fit_bmn
+from methods.modules.convergence import Convergence
 from test_bmn import TINY, ToyView, toy_videos
 
 
@@ -29,7 +30,7 @@ def test_steps_of_any_optimizer_are_counted_and_cpu_time_measured():
 
 def test_shared_artifact_is_charged_in_full_whether_built_or_loaded(tmp_path):
     view = ToyView(*toy_videos(8, 16, 8, seed=3))
-    cfg = replace(TINY, epochs=2, decay_epochs=0)
+    cfg = replace(TINY, epochs=2, decay_epochs=0, convergence=Convergence(rule="epochs"))  # a fixed step count
     totals = []
     for _ in range(2):  # the first job builds the BMN, the second loads it from the cache
         ledger = Ledger()
@@ -46,6 +47,8 @@ def test_shared_artifact_is_charged_in_full_whether_built_or_loaded(tmp_path):
     assert loaded["phases"]["train"]["steps"] == 0  # loading takes no step ...
     assert loaded["total"]["train"]["steps"] == built["total"]["train"]["steps"] == steps  # ... but is charged them
     assert loaded["total"]["train"]["cpu_s"] >= built["shared"]["bmn"]["cpu_s"]
+    assert loaded["training"]["bmn"] == built["training"]["bmn"]  # how it was trained, recorded in both jobs
+    assert built["training"]["bmn"]["steps"] == steps and built["training"]["bmn"]["stopped"] == "epochs"
     assert loaded["shared"]["bmn_proposals"]["phase"] == "predict"
     assert loaded["total"]["predict"]["cpu_s"] >= built["shared"]["bmn_proposals"]["cpu_s"]
 

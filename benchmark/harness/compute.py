@@ -62,6 +62,7 @@ class Ledger:
 
     phases: dict[str, Cost] = field(default_factory=dict)
     shared: dict[str, dict] = field(default_factory=dict)  # name -> cost, phase, built here or not
+    training: dict[str, dict] = field(default_factory=dict)  # model -> how it was trained (steps, epochs, why it stopped)
     _phase: str | None = None
 
     @contextlib.contextmanager
@@ -79,6 +80,10 @@ class Ledger:
         Charged once, in the phase that first used it."""
         self.shared.setdefault(name, {**asdict(cost), "phase": self._phase, "built_here": built_here})
 
+    def trained(self, name: str, record: dict) -> None:
+        """How model ``name`` was trained (methods.modules.convergence.train's record), for the job record."""
+        self.training[name] = record
+
     def total(self, phase: str) -> Cost:
         """The phase as measured, with every shared artifact it used at its full cost, once."""
         total = self.phases.get(phase, Cost())
@@ -90,4 +95,4 @@ class Ledger:
     def record(self) -> dict:
         """For the job record: each phase measured, each shared artifact, and the totals per phase."""
         return {"phases": {k: asdict(v) for k, v in self.phases.items()}, "shared": self.shared,
-                "total": {k: asdict(self.total(k)) for k in self.phases}}
+                "total": {k: asdict(self.total(k)) for k in self.phases}, "training": self.training}

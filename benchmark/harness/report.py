@@ -225,6 +225,7 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
             compute = (rec["extra"].get("compute") or {}).get("total", {}) if rec else {}
             for column, (phase, key) in COST_COLUMNS.items():
                 line[column] = compute.get(phase, {}).get(key, math.nan)
+            line["training"] = (rec["extra"].get("compute") or {}).get("training") if rec else None
             for m in table.metrics:
                 value = rec["metrics"].get(row.metrics_from + m) if rec else None
                 line[m] = math.nan if value is None else float(value) * scale
@@ -255,10 +256,31 @@ def summary_frame(suite: Suite, table: Table, jobs: pd.DataFrame, reference: dic
             line.update(_paired(jobs, setting, label, row.compare_to or compare["to"], compare["metric"]))
         if table.cost:
             line |= {column: cell[column].mean() for column in COST_COLUMNS}
+            line[TRAINING_COLUMN] = training_summary(cell["training"])
         out.append(line)
     frame = pd.DataFrame(out)
     paper_cols = [f"paper {m}" for m in table.metrics if f"paper {m}" in frame]
     return frame[[c for c in frame.columns if not c.startswith("paper ")] + paper_cols]
+
+
+TRAINING_COLUMN = "training: epochs, stopped on plateau"
+
+
+def training_summary(records) -> str:
+    """How a cell's models were trained (the convergence rule's records): per model, the mean epochs
+    and how many jobs stopped on the held-out plateau (the rest hit the cap, or ran a fixed schedule)."""
+    models: dict[str, list[dict]] = {}
+    for training in records:
+        for name, record in (training or {}).items():
+            models.setdefault(name, []).append(record)
+    parts = []
+    for name, runs in models.items():
+        epochs = np.mean([r["epochs"] for r in runs])
+        if all(r.get("rule") == "epochs" for r in runs):
+            parts.append(f"{name} {epochs:.1f} (fixed)")
+        else:
+            parts.append(f"{name} {epochs:.1f}, {sum(r['stopped'] == 'plateau' for r in runs)}/{len(runs)}")
+    return "; ".join(parts)
 
 
 def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str) -> dict:
@@ -301,6 +323,8 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
             whole = column.endswith("steps") or None
             shown[column] = summary[column].map(
                 lambda v, whole=whole: "" if pd.isna(v) else f"{v:,.0f}" if whole or v >= 100 else f"{v:.1f}")
+    if TRAINING_COLUMN in summary:
+        shown[TRAINING_COLUMN] = summary[TRAINING_COLUMN]
     for m in table.metrics:
         if f"paper {m}" in summary:
             shown[f"paper {m}"] = summary[f"paper {m}"].map(lambda v: "" if pd.isna(v) else str(v))
@@ -314,7 +338,9 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
         "record / jobs planned. Columns labelled **paper** are the published numbers, not ours."
         + (" Cost columns: mean per job of the training (fit) and inference (predict) CPU seconds, all threads, "
            "and optimizer steps; a shared artifact (BMN, its proposals) is charged in full to every job that "
-           "uses it, whether it built it or found it cached." if table.cost else ""),
+           "uses it, whether it built it or found it cached. Training column: per trained model, the mean "
+           "epochs and the jobs whose held-out seen-class loss stopped improving (the shared convergence rule) "
+           "out of the jobs; the others reached the cap." if table.cost else ""),
         "", shown.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
 
