@@ -17,19 +17,24 @@ Read top to bottom; equation numbers are those of the paper (§3, ``shared/paper
 This is the paper's model, not the released code's (which uses 1 mask query, plain convolutions,
 an unused prompt and an external classifier; DESIGN.md §1). Where the paper is silent, ambiguous or
 self-contradictory we chose as follows (each also noted where coded):
-- H_m (Eq. 8): at every snippet t the filters of three pointwise 1-D convolution layers are an
-  attention mixture of shared kernels computed from F_vis(t) (Chen et al. 2020), applied along the
-  whole sequence with (i - t)/T as an extra input channel, which gives m_t over all T snippets
-  (methods/modules/dynamic_conv.py says why: without positions, per-location outputs indexed by
-  absolute position cannot be learnt). The softmax temperature is fixed (Chen et al. anneal it);
+- H_m (Eq. 8): three layers whose filters are generated at every snippet t from F_vis(t) with local
+  context (dilated 1-D convolutions), applied along the whole sequence with (i - t)/T and the
+  background mass between t and i as extra inputs, giving m_t over all T snippets
+  (methods/modules/dynamic_conv.py, ConditionalMaskHead, says why). The first head, a softmax mixture
+  of 4 shared kernels at width 4 with (i - t)/T only (``mask_head: mixture``), predicted masks as high
+  on the video's other instances as on the seed's own (AUDIT.md); training computes the masks of
+  ``mask_rows`` random snippets a video (an unbiased sample of L_m's rows, at a third of the cost);
 - M is stored transposed: ``mask_logits[b, t]`` is the paper's column t, the mask from snippet t;
 - Eq. 3 divides B_q·F_vis by sqrt(C) like attention logits (unscaled, the sigmoid saturates and the
   masking can die: L̂ stuck at 0.5 keeps no snippet); W_q starts as the mean over queries, so every
   snippet is kept until L_comp has learnt the foreground;
 - CE (Eq. 9) is averaged over the snippets of F_vis^fg: a snippet the mask leaves out has all-zero
   logits, a constant loss and no gradient, and would only dilute the average;
-- L_m's BCE (Eq. 10) covers every snippet's mask (background snippets: the empty mask), its Dice
-  term the snippets inside an action; Dice has V-Net's factor 2 (Eq. 10 prints it without);
+- L_m's BCE (Eq. 10) covers every snippet's mask (background snippets: the empty mask), balanced
+  within each mask (positives vs negatives of the row, so that negatives on the video's other
+  instances count; ``mask_balance: global`` balances over all entries, where the empty rows of
+  background snippets made 63% of the negatives), its Dice term the snippets inside an action; Dice
+  has V-Net's factor 2 (Eq. 10 prints it without);
 - L_comp (Eq. 11) is a plain BCE (as printed it is not a valid loss);
 - L_const (Eq. 12) pools F_vis (not two extra 1-D-conv projections of it, which could meet the loss
   with constant outputs) over each stream's top-k snippets, weighted by the stream's thresholded
@@ -61,7 +66,6 @@ updates: dev 50/50 splits 0-3, avg mAP 2.1 / 2.6 / 1.1 / 3.1 with 3 epochs, 5.9 
 """
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -70,14 +74,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from benchmark.data.targets import instance_snippets
+from benchmark.data.targets import snippet_targets
 from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.clip import TextEncoderConfig, load_text_tower
 from benchmark.text.prompts import CTX_INIT, N_CTX, PromptLearner, hand_crafted_embeddings
 from methods import label_fusion
-from methods.modules.dynamic_conv import DynamicMaskHead
-from methods.modules.grouping import label_given_segments
+from methods.modules import convergence
+from methods.modules.convergence import Convergence
+from methods.modules.dynamic_conv import ConditionalMaskHead, DynamicMaskHead
+from methods.modules.grouping import seconds_to_snippets
 from methods.modules.losses import completeness_loss, consistency_loss, mask_loss
 from methods.modules.temporal import TEMPORAL_MODELS, temporal_model
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
@@ -86,7 +92,9 @@ MASKINGS = ("maskformer", "none", "gt", "cnn_1d")
 TEXT_ENCODERS = ("finetuned", "frozen", "none", "hand_crafted")
 LOGIT_SCALES = ("learnable", "clip")
 LABEL_FUSIONS = ("off", "external")
-SCHEDULES = ("onecycle", "constant")
+MASK_HEADS = ("conditional", "mixture")
+MASK_BALANCES = ("row", "global")
+INFERENCES = ("seed_run", "all_runs")
 
 
 @dataclass(frozen=True)
@@ -106,8 +114,11 @@ class StaleConfig:
     ctx_init: str = CTX_INIT  # initialise the context from these words instead (sets n_ctx)
     logit_scale: str = "learnable"  # learnable (initialised at CLIP's) | clip (CLIP's, fixed)
     alpha_init: float = 1e-3  # Eq. 6
-    dynamic_kernels: int = 4
-    mask_hidden: int = 4  # channels of H_m's hidden dynamic layers; H_m's cost is O(B T^2 mask_hidden)
+    mask_head: str = "conditional"  # conditional (local context, per-snippet filters) | mixture (before AUDIT.md)
+    dynamic_kernels: int = 4  # mixture head: shared kernels
+    mask_hidden: int = 8  # channels of H_m's hidden layers; H_m's cost is O(B T^2 mask_hidden)
+    mask_balance: str = "row"  # L_m's BCE balanced per mask row (row) or over all entries (global, before)
+    mask_rows: int = 32  # training computes the masks of this many random snippets a video (0: all T); conditional head
     # losses: L = w_cls L_c + w_mask L_m + w_comp L_comp + w_const L_const
     w_cls: float = 1.0
     w_mask: float = 1.0
@@ -119,18 +130,17 @@ class StaleConfig:
     theta_bin: float = 0.5  # binarises L̂
     theta_c: float = 0.1  # class probability (consistency loss and inference)
     theta_m: float = 0.5  # mask (consistency loss)
+    inference: str = "seed_run"  # seed_run: a seed's candidates are the runs containing it | all_runs (before)
     mask_thresholds: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # Θ
     top_snippets: int = 10
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
     segment_top_k: int = 2  # classes per given segment (classify_segments: the GT-localisation oracle)
-    # training
-    epochs: int = 3
-    min_steps: int = 114  # at least this many optimizer steps (3 epochs of a 75/25 training set): smaller
-    # training sets, e.g. 50/50 splits (~430 videos vs ~610), get as many updates, not fewer
+    # training: the shared convergence rule (methods/modules/convergence.py); epochs is its cap
+    convergence: Convergence = Convergence(warmup_steps=40)
+    epochs: int = 30
     batch_size: int = 16
     lr: float = 8e-3
-    schedule: str = "onecycle"  # onecycle (warm up to lr, anneal to ~0; few epochs) | constant
     text_lr_scale: float = 0.1  # the text tower's learning rate, relative to lr
     grad_clip: float = 1.0  # max gradient norm; 0 = no clipping
     weight_decay: float = 1e-4
@@ -140,7 +150,8 @@ class StaleConfig:
 
     def __post_init__(self):
         choices = {"temporal_model": tuple(TEMPORAL_MODELS), "masking": MASKINGS, "text_encoder": TEXT_ENCODERS,
-                   "logit_scale": LOGIT_SCALES, "label_fusion": LABEL_FUSIONS, "schedule": SCHEDULES}
+                   "logit_scale": LOGIT_SCALES, "label_fusion": LABEL_FUSIONS, "mask_head": MASK_HEADS,
+                   "mask_balance": MASK_BALANCES, "inference": INFERENCES}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"stale: {key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -149,8 +160,8 @@ class StaleConfig:
                     "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"stale: {key} must be >= 1, got {getattr(self, key)}")
-        if self.min_steps < 0:
-            raise ConfigError(f"stale: min_steps must be >= 0, got {self.min_steps}")
+        if self.mask_rows < 0:
+            raise ConfigError(f"stale: mask_rows must be >= 0, got {self.mask_rows}")
         thresholds = [("theta_bin", self.theta_bin), ("theta_c", self.theta_c), ("theta_m", self.theta_m)]
         for key, value in thresholds + [("mask_thresholds", v) for v in self.mask_thresholds]:
             if not 0.0 <= value < 1.0:
@@ -168,7 +179,7 @@ class StaleConfig:
 # are not given anywhere: our choices.
 _PAPER_COMMON = {"epochs": 15, "num_queries": 20, "text_lr_scale": 1.0, "heads": 4, "batch_size": 100,
                  "weight_decay": 0.02, "dropout": 0.1, "n_ctx": 16, "temporal_layers": 2, "mask_decoder_layers": 2,
-                 "schedule": "constant", "mask_hidden": 8, "min_steps": 0}
+                 "convergence": {"rule": "epochs", "warmup_steps": 0}}
 PAPER = {"activitynet": {**_PAPER_COMMON, "lr": 1e-4}, "thumos14": {**_PAPER_COMMON, "lr": 1e-5}}
 
 
@@ -276,10 +287,11 @@ class ConvMasking(nn.Module):
 @dataclass
 class StaleOutput:
     logits: torch.Tensor  # [B, T, K + 1] classification logits, P of Eq. 7 (transposed)
-    mask_logits: torch.Tensor  # [B, T, T]: row t = logits of the mask predicted from snippet t (Eq. 8)
+    mask_logits: torch.Tensor  # [B, R, T]: row r = logits of the mask predicted from snippet mask_rows[r] (Eq. 8)
     fg_logits: torch.Tensor | None  # [B, T] logits of L̂ (Eq. 4); None without a learned masking
     keep: torch.Tensor  # [B, T] bool, the snippets of F_vis^fg
     features: torch.Tensor  # [B, T, C] F_vis
+    mask_rows: torch.Tensor | None = None  # [B, R] the snippets whose masks were computed; None: all T, in order
 
 
 class StaleModel(nn.Module):
@@ -305,11 +317,14 @@ class StaleModel(nn.Module):
         else:
             self.register_buffer("logit_scale", scale)
         # H_m, three dynamic layers (Eq. 8)
-        self.localiser = DynamicMaskHead(dim, hidden=cfg.mask_hidden, num_kernels=cfg.dynamic_kernels)
+        self.localiser = (ConditionalMaskHead(dim, hidden=cfg.mask_hidden) if cfg.mask_head == "conditional" else
+                          DynamicMaskHead(dim, hidden=cfg.mask_hidden, num_kernels=cfg.dynamic_kernels))
 
-    def forward(self, x: torch.Tensor, text: torch.Tensor, fg: torch.Tensor | None = None) -> StaleOutput:
+    def forward(self, x: torch.Tensor, text: torch.Tensor, fg: torch.Tensor | None = None,
+                mask_rows: torch.Tensor | None = None) -> StaleOutput:
         """``x`` [B, T, D] snippet features; ``text`` [K + 1, C] = F_lan; ``fg`` [B, T] a given
-        foreground mask (the GT-mask oracle), else the one predicted (or all snippets)."""
+        foreground mask (the GT-mask oracle), else the one predicted (or all snippets); ``mask_rows``
+        [B, R]: compute the masks of these snippets only (training samples rows; default all)."""
         f = self.temporal(x)  # F_vis, Eq. 1
         fg_logits = self.masking(f) if self.masking is not None else None
         if fg is not None:
@@ -324,8 +339,9 @@ class StaleModel(nn.Module):
         lan = lan + self.alpha * self.cross_adapt(lan, f_fg, ignore)  # Eqs. 5-6
         scale = self.logit_scale.exp().clamp(max=100)  # as CLIP
         logits = scale * F.normalize(f_fg, dim=-1) @ F.normalize(lan, dim=-1).transpose(1, 2)  # Eq. 7
-        mask_logits = self.localiser(f)  # Eq. 8 before the sigmoid, transposed: row t = the paper's column t
-        return StaleOutput(logits, mask_logits, fg_logits, keep, f)
+        # Eq. 8 before the sigmoid, transposed: row t = the paper's column t
+        mask_logits = self.localiser(f) if mask_rows is None else self.localiser(f, mask_rows)
+        return StaleOutput(logits, mask_logits, fg_logits, keep, f, mask_rows)
 
 
     def cross_adapt(self, lan: torch.Tensor, f_fg: torch.Tensor, ignore: torch.Tensor) -> torch.Tensor:
@@ -356,26 +372,15 @@ def make_optimizer(cfg: StaleConfig, model: StaleModel) -> torch.optim.Adam:
     ], lr=cfg.lr, fused=True)  # one fused update, not a Python loop over ~100 small parameters
 
 
-def training_steps(cfg: StaleConfig, n_videos: int) -> int:
-    """Optimizer steps of a fit: ``epochs`` passes over the training set, at least ``min_steps``."""
-    return max(cfg.epochs * math.ceil(n_videos / cfg.batch_size), cfg.min_steps)
-
-
-def make_scheduler(cfg: StaleConfig, optimizer, steps: int):
-    """Per-step learning rates: OneCycle (each group warms up to its own lr over the first 30% of the
-    steps, then cosine-anneals), which lets the few epochs of the defaults use a high lr; or constant."""
-    if cfg.schedule == "constant":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    peaks = [group["lr"] for group in optimizer.param_groups]
-    return torch.optim.lr_scheduler.OneCycleLR(optimizer, peaks, total_steps=max(steps, 2), pct_start=0.3)
-
-
 def train_step(cfg: StaleConfig, model: StaleModel, optimizer, x, cls, fg, masks) -> dict[str, float]:
     """One optimisation step on a batch; returns the loss terms."""
     weights = {"cls": cfg.w_cls, "mask": cfg.w_mask, "comp": cfg.w_comp, "const": cfg.w_const}
     with autocast(x.device):
         lan = model.text()  # once per step for all K + 1 classes
-        out = model(x, lan, fg if cfg.masking == "gt" else None)
+        rows = None
+        if cfg.mask_rows and cfg.mask_head == "conditional" and cfg.mask_rows < x.shape[1]:
+            rows = torch.rand(x.shape[:2], device=x.device).argsort(1)[:, :cfg.mask_rows]  # a random subset a video
+        out = model(x, lan, fg if cfg.masking == "gt" else None, rows)
         losses = stale_losses(cfg, out, cls, fg, masks)
         loss = sum(weights[k] * v for k, v in losses.items())
     optimizer.zero_grad(set_to_none=True)
@@ -386,18 +391,36 @@ def train_step(cfg: StaleConfig, model: StaleModel, optimizer, x, cls, fg, masks
     return {k: v.item() for k, v in losses.items()}
 
 
+@torch.no_grad()
+def heldout_losses(cfg: StaleConfig, model: StaleModel, x, cls, fg, masks) -> dict[str, float]:
+    """The training loss terms on held-out videos (weighted as in training), video-weighted means."""
+    weights = {"cls": cfg.w_cls, "mask": cfg.w_mask, "comp": cfg.w_comp, "const": cfg.w_const}
+    lan, total = model.text(), {}
+    for idx in minibatches(len(x), 4 * cfg.batch_size, None, shuffle=False):
+        with autocast(x.device):
+            out = model(x[idx], lan, fg[idx] if cfg.masking == "gt" else None)
+            losses = stale_losses(cfg, out, cls[idx], fg[idx], masks[idx])
+        for k, v in losses.items():
+            total[k] = total.get(k, 0.0) + weights[k] * float(v) * len(idx) / len(x)
+    return total
+
+
 def stale_losses(cfg: StaleConfig, out: StaleOutput, cls: torch.Tensor, fg: torch.Tensor,
                  masks: torch.Tensor) -> dict[str, torch.Tensor]:
     """The four terms of §3.3 for a batch; ``cls`` [B, T] (background = K), ``fg`` [B, T], ``masks`` [B, T, T]."""
     kept = out.logits[out.keep].float()
+    if out.mask_rows is not None:  # the targets of the rows computed
+        masks = masks.gather(1, out.mask_rows[..., None].expand(-1, -1, masks.shape[-1]))
     losses = {
         "cls": F.cross_entropy(kept, cls[out.keep]) if len(kept) else out.logits.sum() * 0,  # Eq. 9
-        "mask": mask_loss(out.mask_logits.float(), masks.float(), cfg.dice_weight),  # Eq. 10
+        "mask": mask_loss(out.mask_logits.float(), masks.float(), cfg.dice_weight, cfg.mask_balance),  # Eq. 10
     }
     if out.fg_logits is not None:
         losses["comp"] = completeness_loss(out.fg_logits.float(), fg)  # Eq. 11
     action = out.logits.float().softmax(-1)[..., :-1].amax(-1)  # best action-class probability per snippet
     peak = torch.sigmoid(out.mask_logits.float()).amax(-1)  # peak of the mask each snippet predicts
+    if out.mask_rows is not None:  # rows not computed score 0
+        peak = torch.zeros_like(out.logits[..., 0], dtype=peak.dtype).scatter(1, out.mask_rows, peak)
     losses["const"] = consistency_loss(out.features.float(), action * (action > cfg.theta_c),
                                        peak * (peak > cfg.theta_m), cfg.const_topk)  # Eq. 12
     return losses
@@ -415,8 +438,30 @@ def runs(binary: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return row, start, end
 
 
+def boundary_contrast(mask: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Mean of ``mask`` [R, T] inside each run ``[start, end)`` of its row minus its mean over the two
+    flanks (a quarter of the run's length, at least one snippet, each side; nothing outside: 0)."""
+    T = mask.shape[-1]
+    csum = np.concatenate([np.zeros((len(mask), 1)), np.cumsum(mask, axis=-1)], axis=-1)
+    rows = np.arange(len(mask))
+    flank = np.maximum((end - start) // 4, 1)
+    lo, hi = np.maximum(start - flank, 0), np.minimum(end + flank, T)
+    inside = (csum[rows, end] - csum[rows, start]) / (end - start)
+    n_out = (start - lo) + (hi - end)
+    outside = (csum[rows, hi] - csum[rows, end] + csum[rows, start] - csum[rows, lo]) / np.maximum(n_out, 1)
+    return inside - outside
+
+
 def video_detections(cfg: StaleConfig, probs: np.ndarray, masks: np.ndarray, names, duration: float) -> list[dict]:
-    """Detections of one video from its class probabilities [T, K] and masks [T, T] (§3.3)."""
+    """Detections of one video from its class probabilities [T, K] and masks [T, T] (§3.3).
+
+    The most confident (snippet, class) pairs are the seeds; a seed's mask thresholded at every θ of
+    Θ gives its candidate segments. ``inference: seed_run`` keeps, at each θ, only the run that
+    contains the seed (the instance the seed is in: the paper's "instance-specific" masks), scored
+    class probability x boundary contrast of the mask (inside minus around the run), so nested runs
+    of one mask do not tie. ``all_runs`` (the implementation before AUDIT.md) keeps every run of every
+    thresholded mask, scored class probability x the mask's maximum over the run.
+    """
     T = probs.shape[0]
     snippet, label = np.nonzero(probs > cfg.theta_c)  # confident (snippet, class) pairs
     top = np.argsort(-probs[snippet, label], kind="stable")[:cfg.top_snippets]
@@ -427,17 +472,24 @@ def video_detections(cfg: StaleConfig, probs: np.ndarray, masks: np.ndarray, nam
     thetas = np.asarray(cfg.mask_thresholds)
     run_row, start, end = runs((rows[:, None, :] > thetas[None, :, None]).reshape(-1, T))  # at every θ in Θ
     source = run_row // len(thetas)
+    if cfg.inference == "seed_run":
+        own = (start <= snippet[source]) & (snippet[source] < end)
+        source, start, end = source[own], start[own], end[own]
     if len(source) == 0:
         return []
-    flat = np.append(rows.ravel(), 0.0)  # max of the mask over each run, in one reduceat
-    bounds = np.stack([source * T + start, source * T + end], axis=1).ravel()
-    peak = np.maximum.reduceat(flat, bounds)[::2]
-    score = probs[snippet[source], label[source]] * peak  # class probability x max mask score
+    if cfg.inference == "seed_run":
+        quality = np.clip(boundary_contrast(rows[source], start, end), 0.0, None)
+    else:
+        flat = np.append(rows.ravel(), 0.0)  # max of the mask over each run, in one reduceat
+        bounds = np.stack([source * T + start, source * T + end], axis=1).ravel()
+        quality = np.maximum.reduceat(flat, bounds)[::2]
+    score = probs[snippet[source], label[source]] * quality
     label = label[source]
     # one candidate per (segment, class): the best-scoring
     order = np.lexsort((-score, label, end, start))
     first = np.r_[True, np.any(np.diff(np.stack([start, end, label])[:, order], axis=1) != 0, axis=0)]
     pick = order[first]
+    pick = pick[score[pick] > 0]
     segments = np.stack([start[pick], end[pick]], axis=1)
     keep, kept = soft_nms(segments, score[pick], cfg.soft_nms_sigma, max_keep=cfg.max_detections)
     seconds = snippets_to_seconds(segments[keep], T, duration)
@@ -445,16 +497,30 @@ def video_detections(cfg: StaleConfig, probs: np.ndarray, masks: np.ndarray, nam
             for (s, e), k, x in zip(seconds, label[pick][keep], kept)]
 
 
-def gt_foreground(test_view) -> np.ndarray:
-    """[N, T] ground-truth foreground of the test videos: the GT-mask oracle reads the test GT here."""
-    index = {v.id: n for n, v in enumerate(test_view.videos)}
-    fg = np.zeros((len(test_view.videos), test_view.T), np.float32)
-    gt = test_view.gt
-    for vid, t0, t1 in zip(gt.video, gt.t0, gt.t1):
-        n = index[vid]
-        lo, hi = instance_snippets(t0, t1, test_view.videos[n].duration, test_view.T)
-        fg[n, lo:hi] = 1.0
-    return fg
+def gt_targets(test_view):
+    """Snippet targets of the test ground truth (foreground, instance masks): the oracles read them here."""
+    return snippet_targets(test_view.videos, {c: k for k, c in enumerate(test_view.classes)}, test_view.T)
+
+
+def seed_readout(cfg: StaleConfig, probs: np.ndarray, masks: np.ndarray, segments: np.ndarray, top_k: int):
+    """Label given segments ``[lo, hi)`` [M, 2] of one video as inference labels its own candidates:
+    for each class the seed is the segment's snippet of highest probability, the score that
+    probability (x the boundary contrast of the seed's mask over the segment, ``seed_run``); the
+    ``top_k`` classes per segment -> (segment row, class, score)."""
+    if len(segments) == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    inside = np.arange(probs.shape[0])[None, :]
+    inside = (inside >= segments[:, :1]) & (inside < segments[:, 1:])  # [M, T]
+    masked = np.where(inside[:, :, None], probs[None], -1.0)  # [M, T, K]
+    seed = masked.argmax(1)  # [M, K]
+    score = masked.max(1)
+    if cfg.inference == "seed_run":
+        rows = np.repeat(np.arange(len(segments)), probs.shape[1])
+        contrast = boundary_contrast(masks[seed.ravel()], segments[rows, 0], segments[rows, 1])
+        score = score * np.clip(contrast, 0.0, None).reshape(score.shape)
+    best = np.argsort(-score, axis=1, kind="stable")[:, :min(top_k, probs.shape[1])]
+    rows = np.repeat(np.arange(len(segments)), best.shape[1])
+    return rows, best.ravel(), score[rows, best.ravel()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -486,25 +552,24 @@ class Stale(Method):
         self.model = model = build_model(cfg, tower, train_view.classes, D, text_cfg.templates)
         self._last_outputs = None
         optimizer = make_optimizer(cfg, model)
-        budget = training_steps(cfg, N)
-        scheduler = make_scheduler(cfg, optimizer, budget)
 
-        x = as_tensor(train_view.features, device)  # the whole training set, once
+        fitted, held = convergence.holdout_split(N, cfg.convergence, self.context.seed)
         targets = train_view.targets
-        cls = as_tensor(targets.cls, device, torch.long)
-        fg = as_tensor(targets.fg, device)
-        masks = as_tensor(targets.masks, device, torch.uint8)
-        model.train()
-        done, epoch = 0, 0
-        while done < budget:  # whole epochs; with min_steps the last one may stop early
-            total, steps = {}, 0
-            for idx in itertools.islice(minibatches(N, cfg.batch_size, generator), budget - done):
-                for k, v in train_step(cfg, model, optimizer, x[idx], cls[idx], fg[idx], masks[idx]).items():
-                    total[k] = total.get(k, 0.0) + v
-                scheduler.step()
-                steps += 1
-            done, epoch = done + steps, epoch + 1
-            self._log(f"epoch {epoch} ({done}/{budget} steps) " + " ".join(f"L_{k}={v / steps:.4f}" for k, v in total.items()))
+        data = [as_tensor(train_view.features, device), as_tensor(targets.cls, device, torch.long),
+                as_tensor(targets.fg, device), as_tensor(targets.masks, device, torch.uint8)]
+        x, cls, fg, masks = (t[torch.as_tensor(fitted)] for t in data)  # the videos trained on
+        held_data = [t[torch.as_tensor(held)] for t in data]
+
+        def step(idx):
+            return train_step(cfg, model, optimizer, x[idx], cls[idx], fg[idx], masks[idx])
+
+        def heldout_loss() -> float:
+            return sum(heldout_losses(cfg, model, *held_data).values())
+
+        record = convergence.train(cfg.convergence, cfg.epochs, len(fitted), cfg.batch_size, step,
+                                   heldout_loss if len(held) else None, model, optimizer, generator, self._log)
+        self.context.ledger.trained("stale", record)
+        self._log(f"trained {record['steps']} steps ({record['epochs']} epochs), stopped: {record['stopped']}")
 
     @torch.no_grad()
     def snippet_outputs(self, test_view) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
@@ -523,7 +588,7 @@ class Stale(Method):
             self._log(f"text_encoder=none has no embedding for the {len(test_view.classes)} test classes: "
                       f"detections are labelled with its {len(names)} training classes (all false positives)")
         x = as_tensor(test_view.features, device)
-        fg = as_tensor(gt_foreground(test_view), device) if cfg.masking == "gt" else None  # oracle
+        fg = as_tensor(gt_targets(test_view).fg, device) if cfg.masking == "gt" else None  # oracle
         with autocast(device):
             lan = model.text()
         probs, masks = [], []
@@ -546,10 +611,28 @@ class Stale(Method):
             detections = label_fusion.fuse_labels(detections, label_fusion.read_external_scores(cfg.external_scores))
         return detections
 
+    def oracle_detections(self, test_view) -> dict[str, list[dict]]:
+        """Table 3's localisation oracle: inference with the ground-truth instance masks in place of M
+        (the classification stream, its seeds and Θ unchanged), as B-I's oracle puts ground-truth
+        segments in place of its proposals. Table 4's "GT mask" (masking=gt) is another oracle: the
+        ground-truth foreground in the representation masking; it never touches M."""
+        names, probs, _ = self.snippet_outputs(test_view)
+        masks = gt_targets(test_view).masks.astype(np.float32)
+        return {"gt_action_masks": {video.id: video_detections(self.config, probs[n], masks[n], names, video.duration)
+                                    for n, video in enumerate(test_view.videos)}}
+
     def classify_segments(self, test_view, segments: dict[str, list[list[float]]]) -> dict[str, list[dict]]:
-        """Given segments (seconds, e.g. the ground truth: Table 3's "GT localisation" row) labelled by
-        the classification stream alone: the ``segment_top_k`` classes of the segment's mean snippet
-        probability, score = that mean. Snippets outside F_vis^fg have all-zero logits, i.e. the same
-        probability for every class: they dilute the scores but do not change the ranking of classes."""
-        names, probs, _ = self.snippet_outputs(test_view)  # names: the test classes (text_encoder=none: its own)
-        return label_given_segments(test_view, probs, segments, self.config.segment_top_k, names)
+        """Given segments (seconds, e.g. the ground truth: the "GT localisation" row) labelled as STALE
+        labels its own candidates (:func:`seed_readout`): per class, the segment's most confident
+        snippet is the seed and its probability (x its mask's boundary contrast) the score."""
+        cfg = self.config
+        names, probs, masks = self.snippet_outputs(test_view)  # names: the test classes (text_encoder=none: its own)
+        out = {}
+        for n, video in enumerate(test_view.videos):
+            given = np.asarray(segments.get(video.id, []), dtype=np.float64).reshape(-1, 2)
+            rows, labels, scores = seed_readout(cfg, probs[n], masks[n],
+                                                seconds_to_snippets(given, video.duration, test_view.T),
+                                                cfg.segment_top_k)
+            out[video.id] = [{"segment": [float(given[r, 0]), float(given[r, 1])], "label": str(names[k]),
+                              "score": float(x)} for r, k, x in zip(rows, labels, scores)]
+        return out

@@ -109,7 +109,7 @@ def test_zs_activitynet_claims_name_rows_of_their_tables():
                                                   "table4_representation_masking", "table5_text_encoder",
                                                   "table6_temporal_model"}
     t3 = claims["t3_parallel_degrades_less"]
-    assert (t3.a, t3.b, t3.direction, t3.setting) == (("STALE GT masks", "STALE predicted masks"),
+    assert (t3.a, t3.b, t3.direction, t3.setting) == (("STALE GT action masks", "STALE predicted masks"),
                                                       ("B-I GT proposals", "B-I predicted proposals"), "less", "75/25")
     assert all(c.metric == "mAP_avg" for c in claims.values())
 

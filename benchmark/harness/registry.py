@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # benchmark.text.clip loads open_clip and torch: not needed t
 # ActivityNet result format: {video_id: [{"segment": [start_s, end_s], "label": name, "score": x}]}
 Detections = dict[str, list[dict]]
 
-HOOKS = ("proposals", "classify_segments")
+HOOKS = ("proposals", "classify_segments", "oracle_detections")
 RECIPES = ("default", "paper")
 PAPER_DATASETS = ("activitynet", "thumos14")  # a PAPER keyed by these names holds one recipe per dataset
 
@@ -65,7 +65,9 @@ class Method:
     Required: ``fit(train_view)`` and ``predict(test_view) -> Detections``.
     Optional hooks, for the analyses (error propagation, oracles):
     - ``proposals(test_view) -> {video_id: [{"segment": [s, e], "score": x}]}`` (class-agnostic);
-    - ``classify_segments(test_view, segments) -> Detections`` for given ``{video_id: [[s, e], ...]}``.
+    - ``classify_segments(test_view, segments) -> Detections`` for given ``{video_id: [[s, e], ...]}``;
+    - ``oracle_detections(test_view) -> {name: Detections}``: the method's own oracles on the test
+      ground truth (e.g. STALE with ground-truth action masks), scored under ``<name>/``.
     ``capabilities()`` says which hooks a class implements; ``check_features`` what features it can use.
 
     ``PAPER``: the paper's recipe as overrides of ``Config`` (nested dataclass fields as dicts or as
@@ -101,6 +103,9 @@ class Method:
         """Raise :class:`ConfigError` if snippet features of ``feature_dim`` cannot work with ``config``
         (e.g. features compared with text embeddings as they are need ``feature_dim == text_dim``).
         Called for every planned job before any job starts, and by the method itself."""
+
+    def oracle_detections(self, test_view) -> dict[str, Detections]:
+        raise NotImplementedError(f"{self.name}: no oracle of its own")
 
     @classmethod
     def capabilities(cls) -> frozenset[str]:

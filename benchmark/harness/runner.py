@@ -257,7 +257,8 @@ def detad_summary(test, detections, tiou) -> dict:
 
 
 def analyses(method, test, detections, tiou, seed: int) -> dict[str, float]:
-    """Oracle localisation / classification, the localisation-noise curve and proposal recall."""
+    """Oracle localisation / classification, the method's own oracles, the localisation-noise curve and
+    proposal recall."""
     gt = test.gt
     metrics = _map_metrics(evaluate_detection(gt, oracle_labels(SegmentTable.from_detections(detections), gt), tiou),
                            "gt_labels/")
@@ -270,6 +271,9 @@ def analyses(method, test, detections, tiou, seed: int) -> dict[str, float]:
             classified = method.classify_segments(test, segments.segments_by_video())
             prefix = "gt_localisation/" if level == 1.0 else f"noise@{level:g}/"
             metrics |= _map_metrics(evaluate_detection(gt, SegmentTable.from_detections(classified), tiou), prefix)
+    if "oracle_detections" in hooks:
+        for name, oracle in method.oracle_detections(test).items():
+            metrics |= _map_metrics(evaluate_detection(gt, SegmentTable.from_detections(oracle), tiou), f"{name}/")
     if "proposals" in hooks:
         proposals = evaluate_proposals(gt, SegmentTable.from_detections(method.proposals(test)), tiou)
         # AUC as a fraction like every other metric (the official script prints it x100)

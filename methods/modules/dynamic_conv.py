@@ -61,3 +61,66 @@ class DynamicMaskHead(nn.Module):
             w = torch.einsum("btk,kcd->btdc", pi[:, :, layer], self.kernels[layer])  # the filter of each location t
             x = torch.matmul(w, torch.relu(x)) + (pi[:, :, layer] @ self.biases[layer]).unsqueeze(-1)
         return x.squeeze(2)
+
+
+class ConditionalMaskHead(nn.Module):
+    """``F [B, T, C] -> mask logits [B, T, T]``: per-snippet conditional filters with local context.
+
+    Why not :class:`DynamicMaskHead`: its filters depend on F(t) only through a softmax over a few
+    shared kernels, F carries no local context (a Transformer without positions), and the only
+    pairwise input is (i - t)/T. Its masks came out as high on the video's other instances as on the
+    seed's own (AUDIT.md). This head gives the filters and the mask features what separating two
+    instances takes:
+
+    - local context: a stack of dilated residual 1-D convolutions over F (dilations 1, 2, 4, 8: a
+      receptive field of 31 snippets) gives H, which can see where the action around t starts and ends;
+    - conditional filters (CondInst, Tian et al. 2020): a linear controller turns H(t) into all the
+      weights of snippet t's first layer and the biases of the other two, so each location filters the
+      sequence its own way (the second and third layers' weights are shared: per-location weights there
+      cost a batched product of tiny matrices per snippet, 2-3x the time of the whole head);
+    - pairwise inputs of each (t, i): (i - t)/T and the background mass between t and i,
+      log(1 + |c(i) - c(t)|), c = cumsum(b), b = sigmoid of a learned per-snippet background score of H.
+      A snippet of another instance lies past background: this channel lets a filter stop there.
+
+        m_t(i) = w_3 relu( W_2 relu( W_1(t) [G(i); (i - t)/T; log(1 + |c(i) - c(t)|)] + b_1(t) ) + b_2(t) ) + b_3(t)
+    """
+
+    def __init__(self, dim: int, width: int = 32, mask_dim: int = 8, hidden: int = 8, dilations=(1, 2, 4, 8)):
+        super().__init__()
+        self.proj = nn.Conv1d(dim, width, 1)
+        self.context = nn.ModuleList(nn.Conv1d(width, width, 3, padding=d, dilation=d) for d in dilations)
+        self.mask_features = nn.Linear(width, mask_dim)  # G
+        self.background = nn.Linear(width, 1)  # b
+        self.in_channels, self.hidden = mask_dim + 2, hidden
+        self.controller = nn.Linear(width, self.in_channels * hidden + 2 * hidden + 1)  # W_1(t), b_1(t), b_2(t), b_3(t)
+        with torch.no_grad():  # the generated weights start at nn.Linear's scale
+            self.controller.weight[:self.in_channels * hidden].mul_(1 / math.sqrt(self.in_channels))
+        self.layer2 = nn.Linear(hidden, hidden, bias=False)
+        self.layer3 = nn.Linear(hidden, 1, bias=False)
+
+    def forward(self, f: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask logits [B, R, T] of the snippets ``rows`` [B, R] (default: all T, in order)."""
+        B, T, _ = f.shape
+        h = self.proj(f.transpose(1, 2))
+        for conv in self.context:
+            h = h + torch.relu(conv(h))
+        h = h.transpose(1, 2)  # [B, T, width]
+        g = self.mask_features(h)  # [B, T, m]
+        c = torch.cumsum(torch.sigmoid(self.background(h)).squeeze(-1), dim=1)  # [B, T]
+        if rows is None:
+            rows = torch.arange(T, device=f.device).expand(B, T)
+        R = rows.shape[1]
+        h_t = h.gather(1, rows[..., None].expand(-1, -1, h.shape[-1]))  # the seeds' context, [B, R, width]
+        between = torch.log1p((c[:, :, None] - c.gather(1, rows)[:, None, :]).abs())  # [B, i, t]
+        position = torch.arange(T, device=f.device, dtype=f.dtype)
+        relative = (position[None, :, None] - rows[:, None, :].to(f.dtype)) / T  # [B, i, t] = (i - t) / T
+        m, n = g.shape[-1], self.in_channels * self.hidden
+        params = self.controller(h_t)
+        w1 = params[..., :n].view(B, R, self.in_channels, self.hidden)  # W_1(t)
+        b1, b2, b3 = params[..., n:n + self.hidden], params[..., n + self.hidden:-1], params[..., -1]
+        # activations are [B, i, t, channels]; layer 1's G part for every t at once: [B, i, m] x [B, m, t·hidden]
+        x = torch.bmm(g, w1[:, :, :m].permute(0, 2, 1, 3).reshape(B, m, R * self.hidden)).view(B, T, R, self.hidden)
+        x = x + relative[..., None] * w1[:, None, :, m] + between[..., None] * w1[:, None, :, m + 1]
+        x = self.layer2(torch.relu(x + b1[:, None])) + b2[:, None]
+        x = self.layer3(torch.relu(x)).squeeze(-1) + b3[:, None]  # [B, i, t]
+        return x.transpose(1, 2)  # row t = the mask predicted from snippet t

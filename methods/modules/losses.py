@@ -18,6 +18,31 @@ def weighted_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, target, weight=beta, reduction="sum") / n
 
 
+def row_balanced_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """BCE over masks ``[..., T]`` balanced within each mask (row).
+
+    A row with foreground (the mask of a snippet inside an action) counts the mean loss over its
+    positives plus the mean over its negatives, so that its few negatives on the video's *other*
+    instances weigh as much as the row's own instance; an empty row (a background snippet's mask)
+    counts its mean loss. Rows are then averaged, foreground rows and empty rows separately, and the
+    two averages added, like :func:`weighted_bce`'s two sides. Balancing over all entries at once
+    (:func:`weighted_bce`) lets the empty rows of background snippets make up most of the negatives.
+    """
+    target = target.to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    pos = target > 0.5
+    n_pos, n_neg = pos.sum(-1), (~pos).sum(-1)
+    has_fg = n_pos > 0
+    mean_pos = (loss * pos).sum(-1) / n_pos.clamp(min=1)
+    mean_neg = (loss * ~pos).sum(-1) / n_neg.clamp(min=1)
+    total = logits.new_zeros(())
+    if has_fg.any():
+        total = total + (mean_pos + mean_neg)[has_fg].mean()
+    if (~has_fg).any():
+        total = total + mean_neg[~has_fg].mean()
+    return total
+
+
 def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Binary Dice (Milletari et al. 2016), ``1 - 2 m.g / sum(m^2 + g^2)`` per row, averaged.
 
@@ -28,14 +53,15 @@ def dice_loss(prob: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> to
     return (1 - 2 * inter / ((prob ** 2).sum(-1) + (target ** 2).sum(-1) + eps)).mean()
 
 
-def mask_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.4) -> torch.Tensor:
+def mask_loss(logits: torch.Tensor, target: torch.Tensor, dice_weight: float = 0.4, balance: str = "row") -> torch.Tensor:
     """STALE Eq. 10 over a batch of 1-D masks ``[..., T]``: weighted BCE + lambda_2 * Dice.
 
-    The BCE covers every mask; Dice only masks with foreground (for an empty target its overlap
-    term is 0 whatever the prediction, so it would only add a constant).
+    The BCE covers every mask, balanced per row (``balance="row"``, :func:`row_balanced_bce`) or over
+    all entries at once (``"global"``, :func:`weighted_bce`); Dice only masks with foreground (for an
+    empty target its overlap term is 0 whatever the prediction, so it would only add a constant).
     """
     target = target.to(logits.dtype)
-    loss = weighted_bce(logits, target)
+    loss = row_balanced_bce(logits, target) if balance == "row" else weighted_bce(logits, target)
     has_fg = target.amax(-1) > 0.5
     if has_fg.any():
         loss = loss + dice_weight * dice_loss(torch.sigmoid(logits[has_fg]), target[has_fg])
