@@ -31,6 +31,9 @@ def test_zs_activitynet_profiles_expand_to_the_papers_tables():
         "protocol_audit"]
     assert smoke.data == {"source": "synthetic", "synthetic": {"profile": "smoke", "seed": 0}, "real": {"feature_format": "clip_vitb16"}}
     assert smoke.table("table1_zero_shot").indices == (0,) and default.table("table1_zero_shot").indices == tuple(range(10))
+    # the ablations run the first 5 of the profile's splits ({first: 5}): all of smoke's one
+    for name in ("table4_representation_masking", "table5_text_encoder", "table6_temporal_model", "protocol_audit"):
+        assert (default.table(name).indices, smoke.table(name).indices) == (tuple(range(5)), (0,))
     jobs = plan(default)
     t1 = [j for j in jobs if j.spec["method"] == "stale" and j.spec["variant"] == "default"
           and j.spec["protocol"] == default.protocol]

@@ -29,7 +29,8 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
         settings: ["75/25"]              # default: splits.settings; "closed" = all classes, one split
         metrics: [mAP@0.5, mAP_avg]      # keys of a record's "metrics"
         paper_metrics: [mAP@0.5, mAP_avg]            # what the positions of a paper entry mean
-        splits: {indices: [0]}           # optional per-table override of indices; also seeds, hparams
+        splits: {indices: [0]}           # optional per-table override of indices, or {first: n} (the first n
+                                         # of the suite's); also seeds, hparams
         compare: {to: STALE, metric: mAP_avg}   # optional paired comparison with one row
         rows:
           - {label: No mask, method: stale, variant: mask_none, paper: [table4_representation_masking, no_mask]}
@@ -368,7 +369,13 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
     check.keys(t, _TABLE_KEYS, where)
     metrics = check.str_list(t.get("metrics"), f"{where}.metrics")
     tsplits = check.mapping(t.get("splits") or {}, f"{where}.splits")
-    check.keys(tsplits, ("indices",), f"{where}.splits")
+    check.keys(tsplits, ("indices", "first"), f"{where}.splits")
+    indices = check.int_list(tsplits.get("indices", splits["indices"]), f"{where}.splits.indices")
+    if "first" in tsplits:  # the first n of the indices (a profile's splits.indices then still applies)
+        first = tsplits["first"]
+        if not isinstance(first, int) or isinstance(first, bool) or first < 1:
+            check.fail(f"{where}.splits.first", f"expected an integer >= 1, got {first!r}")
+        indices = indices[:first]
     if not isinstance(t.get("rows"), list) or not t["rows"]:
         check.fail(f"{where}.rows", "expected a non-empty list of rows")
     rows = tuple(_row(f"{where}.rows[{i}]", r, methods, check) for i, r in enumerate(t["rows"]))
@@ -389,7 +396,7 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
         description=str(t.get("description", "")),
         settings=check.str_list(t.get("settings", splits["settings"]), f"{where}.settings", SETTINGS),
         metrics=metrics, paper_metrics=check.str_list(t.get("paper_metrics", list(metrics)), f"{where}.paper_metrics"),
-        rows=rows, indices=check.int_list(tsplits.get("indices", splits["indices"]), f"{where}.splits.indices"),
+        rows=rows, indices=tuple(indices),
         seeds=check.int_list(t.get("seeds", list(seeds)), f"{where}.seeds"),
         hparams=deep_merge(hparams, check.mapping(t.get("hparams") or {}, f"{where}.hparams")), compare=compare,
         cost=bool(t.get("cost", False)))

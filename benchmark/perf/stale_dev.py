@@ -13,7 +13,7 @@ only) and prints, per split and as means:
 - optimizer steps, epochs, why training stopped, and training CPU seconds;
 - with ``--sweep key=v1|v2``: the test mAP of each inference setting on the same trained models.
 
-Configs are named overrides of StaleConfig (``--config name=key:value,key:value``); ``before`` is the
+Configs are named overrides of StaleConfig (``--config "name=key:json;key:json"``); ``before`` is the
 implementation the audit measured, as far as the current code can express it (mixture head, L_m
 balanced over all entries, every run of every mask, a fixed 4-epoch budget (~110 steps); the old OneCycle schedule
 is gone: warm-up then a constant learning rate).
@@ -126,7 +126,7 @@ def run(config_name: str, overrides: dict, split: int, inferences: list[str], sw
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", help="name or name=key:json,key:json (default: before, after)")
+    parser.add_argument("--config", action="append", help="name or name=key:json;key:json (default: before, old head converged, after)")
     parser.add_argument("--splits", default="0,1,2,3")
     parser.add_argument("--inference", default="all_runs,seed_run")
     parser.add_argument("--sweep", action="append", default=[],
@@ -138,7 +138,7 @@ def main(argv=None) -> None:
     for item in args.config or list(CONFIGS):
         name, _, spec = item.partition("=")
         configs[name] = dict(CONFIGS.get(name, {}))
-        for pair in filter(None, spec.split(",")):
+        for pair in filter(None, spec.split(";")):
             key, _, value = pair.partition(":")
             configs[name][key] = json.loads(value)
     sweep = {key: [json.loads(v) for v in values.split("|")]
