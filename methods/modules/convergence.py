@@ -5,7 +5,7 @@ per-method epoch count tuned by hand: a seeded slice of the *training* videos (s
 like all training data; never a test video, never an unseen class) is held out, the method trains on
 the rest and its own loss on the held-out videos is measured every ``eval_every`` steps (default:
 once an epoch). When that loss has not improved by ``min_delta`` (relative) for ``patience``
-evaluations the learning rate is divided by 10, at most ``lr_decays`` times; the next plateau stops
+evaluations (those during the learning-rate warm-up do not count) the learning rate is divided by 10, at most ``lr_decays`` times; the next plateau stops
 training, as does the cap of ``epochs`` passes over the fitted videos. The weights of the best
 evaluation are restored. The record says how many steps and epochs were taken and why it stopped.
 
@@ -99,6 +99,8 @@ def train(rule: Convergence, epochs: int, n: int, batch_size: int, step, heldout
         curve.append([steps, round(loss, 5)])
         if not math.isfinite(loss):
             raise FloatingPointError(f"held-out loss is {loss} after {steps} steps")
+        if steps <= rule.warmup_steps:  # the lr is still rising: neither a model to keep nor a plateau
+            return False
         if loss < state["best"] * (1 - rule.min_delta):
             state.update(best=loss, best_step=steps, bad=0, best_weights=copy.deepcopy(model.state_dict()))
             return False
