@@ -63,8 +63,8 @@ own- / other-instance mask 0.62 / 0.59 -> 0.79 / 0.09, thresholded-mask IoU 0.34
 -> 374 (13.5 epochs, all stopped on the plateau); test avg mAP 3.6 -> 8.5 (the same trained models with
 every run of every mask: 6.9), with ground-truth action masks 19.9 -> 24.1. Item by item: seed runs on
 the old models 3.6 -> 5.0; the old head trained by the rule (381 steps) 6.2, its masks still 0.66 / 0.62;
-the new head and balance 8.5. Θ = 0.1 ... 0.9 was best or
-tied among five sets; 40 seeds a video beat 10 and 20 (8.5 / 9.5 / 9.9).
+the new head and balance 8.5. Θ = 0.1 ... 0.9 was best or tied among five sets; 40 seeds a video
+beat 10 and 20 (8.5 / 9.5 / 9.9).
 """
 from __future__ import annotations
 

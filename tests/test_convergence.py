@@ -70,6 +70,12 @@ def test_evaluations_during_the_warm_up_neither_keep_a_model_nor_count_as_a_plat
     assert weight == 10.0 and record["heldout_loss"] == 4.0
 
 
+def test_a_cap_inside_the_warm_up_keeps_the_last_weights_and_records_no_best():
+    record, _, weight = scripted([3.0, 2.0], Convergence(warmup_steps=10), epochs=2)
+    assert (record["stopped"], record["steps"], weight) == ("cap", 4, 4.0)
+    assert record["best_step"] is None and record["heldout_loss"] is None  # JSON-safe, not inf
+
+
 def test_fixed_schedule_runs_every_epoch_and_decays_the_last_ones():
     record, lrs, _ = scripted(None, Convergence(rule="epochs"), epochs=3, decay_epochs=1)
     assert (record["stopped"], record["steps"], record["epochs"]) == ("epochs", 6, 3.0) and "curve" not in record

@@ -15,7 +15,7 @@ only) and prints, per split and as means:
 
 Configs are named overrides of StaleConfig (``--config "name=key:json;key:json"``); ``before`` is the
 implementation the audit measured, as far as the current code can express it (mixture head, L_m
-balanced over all entries, every run of every mask, a fixed 4-epoch budget (~110 steps); the old OneCycle schedule
+balanced over all entries, every run of every mask, a fixed 4-epoch budget (~120 steps); the old OneCycle schedule
 is gone: warm-up then a constant learning rate).
 """
 from __future__ import annotations
@@ -76,7 +76,6 @@ def hold_out(train: TrainView, fraction: float, seed: int = 0) -> tuple[TrainVie
 @torch.no_grad()
 def separation(method, view: TrainView) -> dict:
     """Own- vs other-instance mask means and thresholded-mask IoU over the action snippets of ``view``."""
-    from methods.stale import autocast  # noqa: F401 (same precision as inference)
     model = method.model.eval()
     masks = torch.sigmoid(model(torch.as_tensor(view.features), model.text()).mask_logits).numpy()
     target = view.targets.masks.astype(bool)

@@ -5,9 +5,9 @@ per-method epoch count tuned by hand: a seeded slice of the *training* videos (s
 like all training data; never a test video, never an unseen class) is held out, the method trains on
 the rest and its own loss on the held-out videos is measured every ``eval_every`` steps (default:
 once an epoch). When that loss has not improved by ``min_delta`` (relative) for ``patience``
-evaluations (those during the learning-rate warm-up do not count) the learning rate is divided by 10, at most ``lr_decays`` times; the next plateau stops
-training, as does the cap of ``epochs`` passes over the fitted videos. The weights of the best
-evaluation are restored. The record says how many steps and epochs were taken and why it stopped.
+evaluations (those during the learning-rate warm-up do not count) the learning rate is divided by
+10, at most ``lr_decays`` times; the next plateau stops training, as does the cap of ``epochs``
+passes over the fitted videos. The weights of the best evaluation are restored. The record says how many steps and epochs were taken and why it stopped.
 
 Patience 1 (one epoch without improvement) was chosen on the development benchmark (STALE, class
 splits 0-3): against patience 2 it took 264 instead of 374 steps for 9.6 instead of 9.9 avg mAP, a
@@ -137,6 +137,7 @@ def train(rule: Convergence, epochs: int, n: int, batch_size: int, step, heldout
     record = {"rule": rule.rule, "steps": steps, "epochs": round(steps / per_epoch, 2), "stopped": stopped,
               "fitted_videos": n}
     if plateau:
-        record.update(best_step=state["best_step"], heldout_loss=state["best"], lr_decays=state["decays"],
-                      curve=curve)
+        kept = state["best_weights"] is not None  # not when the cap came before the warm-up ended
+        record.update(best_step=state["best_step"] if kept else None, heldout_loss=state["best"] if kept else None,
+                      lr_decays=state["decays"], curve=curve)
     return record
