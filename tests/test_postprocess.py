@@ -66,6 +66,38 @@ def test_zero_length_duplicates_suppress_each_other_only():
     np.testing.assert_allclose(scores, [0.9, 0.7, 0.8 * math.exp(-1 / 0.5)])
 
 
+def slow_soft_nms(segments, scores, sigma, max_keep=None, min_score=0.0):
+    """Soft-NMS written from its definition, one pair at a time (reference for the vectorised one)."""
+    remaining, current, keep, kept = list(range(len(scores))), [float(s) for s in scores], [], []
+    while remaining and (max_keep is None or len(keep) < max_keep):
+        best = max(remaining, key=lambda i: (current[i], -i))  # highest score, then first in input order
+        if current[best] <= min_score:
+            break
+        keep.append(best)
+        kept.append(current[best])
+        remaining.remove(best)
+        (a0, a1) = segments[best]
+        for i in remaining:
+            b0, b1 = segments[i]
+            inter = max(0.0, min(a1, b1) - max(a0, b0))
+            union = (a1 - a0) + (b1 - b0) - inter
+            tiou = inter / union if union > 0 else float((a0, a1) == (b0, b1))
+            current[i] *= math.exp(-tiou ** 2 / sigma)
+    return keep, kept
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_soft_nms_matches_a_pairwise_reference(seed):
+    rng = np.random.default_rng(seed)
+    starts = rng.integers(0, 40, 150).astype(float)
+    segments = np.stack([starts, starts + rng.integers(0, 15, 150)], axis=1)  # zero-length ones included
+    scores = rng.choice([0.2, 0.5, 0.7, 0.9], 150) * rng.choice([1.0, 1.0, 0.5], 150)  # many ties
+    keep, kept = soft_nms(segments, scores, sigma=0.5, max_keep=100, min_score=0.01)
+    ref_keep, ref_kept = slow_soft_nms(segments.tolist(), scores, 0.5, max_keep=100, min_score=0.01)
+    assert keep.tolist() == ref_keep
+    np.testing.assert_allclose(kept, ref_kept, rtol=1e-12)
+
+
 def test_mismatched_lengths_are_an_error():
     with pytest.raises(ValueError, match="2 segments but 3 scores"):
         nms([[0, 1], [1, 2]], [0.1, 0.2, 0.3], 0.5)

@@ -50,19 +50,25 @@ def soft_nms(segments, scores, sigma: float, max_keep: int | None = None, min_sc
     below a width-dependent tIoU, and its loop leaves out the last candidate; we do neither.)
     """
     segments, scores = _candidates(segments, scores)
-    remaining = np.arange(len(scores))
-    current = scores.copy()
+    t0, t1 = segments[:, 0], segments[:, 1]
+    length = t1 - t0
+    current, alive = scores.copy(), np.ones(len(scores), dtype=bool)
     keep, kept_scores = [], []
-    while len(remaining) and (max_keep is None or len(keep) < max_keep):
-        # argmax returns the first maximum: with `remaining` in input order, ties keep input order
-        pick = int(np.argmax(current[remaining]))
-        best = remaining[pick]
+    # every candidate is decayed at each pick (the ones already taken too, harmlessly): whole-array
+    # operations instead of shrinking index arrays, ~2x faster, same arithmetic as tiou_matrix
+    while alive.any() and (max_keep is None or len(keep) < max_keep):
+        best = int(np.argmax(np.where(alive, current, -np.inf)))  # the first maximum: ties keep input order
         if current[best] <= min_score:
             break
         keep.append(best)
         kept_scores.append(current[best])
-        remaining = np.delete(remaining, pick)
-        current[remaining] *= np.exp(-_overlap(segments[best], segments[remaining]) ** 2 / sigma)
+        alive[best] = False
+        intersection = np.clip(np.minimum(t1[best], t1) - np.maximum(t0[best], t0), 0, None)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tiou = intersection / (length[best] + length - intersection)
+        undefined = np.isnan(tiou)  # two zero-length segments: 1 for the same point (module doc)
+        tiou[undefined] = (t0[undefined] == t0[best]) & (t1[undefined] == t1[best])
+        current *= np.exp(-tiou ** 2 / sigma)
     return np.array(keep, dtype=np.int64), np.array(kept_scores, dtype=np.float64)
 
 
