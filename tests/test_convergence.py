@@ -38,12 +38,42 @@ def scripted(losses, rule, epochs=10, n=8, batch_size=4, decay_epochs=0):
 def test_plateau_decays_the_lr_then_stops_and_restores_the_best_weights():
     # one evaluation an epoch (2 steps); patience 2: evals 4-5 do not improve -> lr / 10; 7-8 neither -> stop
     losses = [5.0, 4.0, 3.0, 3.0, 3.1, 2.5, 2.6, 2.5]
-    record, lrs, weight = scripted(losses, Convergence(patience=2, lr_decays=1, min_delta=0.01))
+    record, lrs, weight = scripted(losses, Convergence(patience=2, lr_decays=1, min_delta=0.01, rewind=False))
     assert record["stopped"] == "plateau" and record["steps"] == 16 and record["epochs"] == 8.0
     assert record["best_step"] == 12 and record["heldout_loss"] == 2.5 and record["lr_decays"] == 1
     assert [c[0] for c in record["curve"]] == [2, 4, 6, 8, 10, 12, 14, 16]
     assert lrs == [1.0] * 10 + [0.1] * 6  # the decay after the 5th evaluation
     assert weight == 12.0  # the weights of the best evaluation, not the last
+
+
+def test_a_decay_rewinds_to_the_best_weights_and_optimizer_state():
+    """A held-out loss that jumps (a diverging run) decays the lr *from the best model*: the steps
+    after it are undone, not continued at a lower rate."""
+    losses = [5.0, 4.0, 3.0, 9.0, 2.5, 2.6]  # eval 4 (step 8) is worse: rewind to step 6, lr / 10
+    model = torch.nn.Linear(1, 1, bias=False)
+    torch.nn.init.zeros_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.5)
+    values, momenta = iter(losses), {}
+
+    def step(idx):
+        model.weight.grad = -torch.ones_like(model.weight)
+        optimizer.step()
+        momenta[len(momenta) + 1] = optimizer.state_dict()["state"][0]["momentum_buffer"].clone()
+        return {"loss": 0.0}
+
+    weights_at = {}
+    def heldout():
+        weights_at[len(momenta)] = float(model.weight.detach())
+        return next(values)
+
+    record = convergence.train(Convergence(patience=1, lr_decays=1), 10, 8, 4, step, heldout, model, optimizer,
+                               torch.Generator().manual_seed(0), log=lambda line: None)
+    assert record["stopped"] == "plateau" and record["best_step"] == 10 and record["lr_decays"] == 1
+    # step 9 started from step 6's weights and momentum, at lr 0.1 (SGD: buffer = 0.5 buffer + grad, w -= lr buffer)
+    np.testing.assert_allclose(momenta[9], 0.5 * momenta[6] - 1)
+    expected = weights_at[6] - 0.1 * float(momenta[9]) - 0.1 * float(momenta[10])
+    assert weights_at[10] == pytest.approx(expected) and weights_at[10] != pytest.approx(weights_at[8])
+    assert float(model.weight.detach()) == pytest.approx(weights_at[10])  # the best weights restored at the end
 
 
 def test_a_loss_that_keeps_improving_runs_to_the_cap():

@@ -147,6 +147,23 @@ def test_every_variant_has_the_right_shapes_and_finite_losses(text_cfg, override
     assert model.temporal.proj.weight.grad is not None
 
 
+def test_held_out_loss_gives_no_credit_for_dropping_every_snippet(text_cfg):
+    """L_c over the kept snippets is 0 when the predicted mask keeps none; the held-out loss of the
+    convergence rule takes it over every snippet, a dropped one classified as uniform (log(K + 1))."""
+    cfg = make_config("stale", {})
+    train, _ = views(n_train=4)
+    model = build_model(cfg, load_text_tower(text_cfg), train.classes, D, text_cfg.templates)
+    with torch.no_grad():
+        model.masking.weigh.bias.fill_(-100.0)  # L̂ = 0: L̂_bin keeps nothing
+    targets = train.targets
+    x, cls, fg, masks = (torch.as_tensor(a) for a in (train.features, targets.cls, targets.fg, targets.masks))
+    out = model(x, model.text())
+    assert not out.keep.any()
+    assert stale_losses(cfg, out, cls, fg, masks)["cls"].item() == 0.0
+    every = stale_losses(cfg, out, cls, fg, masks, every_snippet=True)["cls"]
+    assert every.item() == pytest.approx(math.log(len(train.classes) + 1), rel=1e-5)
+
+
 def test_temporal_models_shapes_and_no_positional_encoding():
     x = torch.randn(2, T, D)
     for kind in TEMPORAL_MODELS:

@@ -1,9 +1,10 @@
 """STALE's localisation on the development benchmark: ``python -m benchmark.perf.stale_dev``.
 
 The development benchmark is the synthetic ``default`` profile with seed 1 (the suites use seed 0);
-defaults are chosen here, never on a suite's seed or on unseen classes. For each config and class
-split (75/25) it trains STALE on the training view minus a held-out 15% of its videos (seen classes
-only) and prints, per split and as means:
+defaults are chosen here, never on a suite's seed or on unseen classes. For each config, setting
+(``--setting``, 75/25 by default) and class split it trains STALE on the training view minus a
+held-out 15% of its videos (seen classes only; ``--jobs`` runs in parallel) and prints, per split and
+as means:
 
 - instance separation on the held-out seen-class videos: the mean mask a snippet predicts on its own
   instance vs on the video's other instances, and the mean IoU of the mask thresholded at 0.5 with
@@ -93,17 +94,20 @@ def separation(method, view: TrainView) -> dict:
     return {"own": float(np.mean(own)), "other": float(np.mean(other)), "iou": float(np.mean(iou))}
 
 
-def run(config_name: str, overrides: dict, split: int, inferences: list[str], sweep: dict | None = None) -> dict:
+def run(config_name: str, overrides: dict, split: int, inferences: list[str], sweep: dict | None = None,
+        ratio: float = 0.75, threads: int = 1) -> dict:
     from methods.stale import Stale
 
-    train, test, text = development_views(split)
+    torch.set_num_threads(threads)
+    train, test, text = development_views(split, ratio)
     fitted, held = hold_out(train, 0.15)
     config = make_config("stale", overrides)
     context = MethodContext(seed=0, text_encoder=text, log=lambda line: None)
     method = Stale(config, context)
     cpu = time.process_time()
     method.fit(fitted)
-    result = {"config": config_name, "split": split, "train_cpu_s": round(time.process_time() - cpu, 1)}
+    result = {"config": config_name, "split": split, "train_cpu_s": round(time.process_time() - cpu, 1),
+              "setting": f"{round(100 * ratio)}/{round(100 * (1 - ratio))}"}
     result |= {k: context.ledger.training["stale"][k] for k in ("steps", "epochs", "stopped")}
     result |= separation(method, held)
 
@@ -127,6 +131,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", action="append", help="name or name=key:json;key:json (default: before, old head converged, after)")
     parser.add_argument("--splits", default="0,1,2,3")
+    parser.add_argument("--setting", action="append", choices=["75/25", "50/50"], help="default: 75/25")
+    parser.add_argument("--jobs", type=int, default=1, help="runs in parallel (processes)")
     parser.add_argument("--inference", default="all_runs,seed_run")
     parser.add_argument("--sweep", action="append", default=[],
                         help="an inference setting tried on each trained model: key=json|json|... (e.g. top_snippets=5|10|20)")
@@ -142,14 +148,19 @@ def main(argv=None) -> None:
             configs[name][key] = json.loads(value)
     sweep = {key: [json.loads(v) for v in values.split("|")]
              for key, _, values in (item.partition("=") for item in args.sweep)}
-    rows = []
-    for name, overrides in configs.items():
-        for split in map(int, args.splits.split(",")):
-            rows.append(run(name, overrides, split, args.inference.split(","), sweep))
-            print(json.dumps(rows[-1], default=float), flush=True)
+    from joblib import Parallel, delayed
     import pandas as pd
 
-    table = pd.DataFrame(rows).drop(columns=["split", "stopped"]).groupby("config", sort=False).mean()
+    runs = [(name, overrides, split, ratio) for ratio in (int(s.split("/")[0]) / 100 for s in args.setting or ["75/25"])
+            for name, overrides in configs.items() for split in map(int, args.splits.split(","))]
+    rows = []
+    for row in Parallel(n_jobs=args.jobs, return_as="generator")(
+            delayed(run)(name, overrides, split, args.inference.split(","), sweep, ratio, args.threads)
+            for name, overrides, split, ratio in runs):
+        rows.append(row)
+        print(json.dumps(row, default=float), flush=True)
+    table = (pd.DataFrame(rows).drop(columns=["split", "stopped"])
+             .groupby(["setting", "config"], sort=False).mean())
     print(table.round(3).to_string())
 
 
