@@ -50,12 +50,10 @@ def soft_nms(segments, scores, sigma: float, max_keep: int | None = None, min_sc
     below a width-dependent tIoU, and its loop leaves out the last candidate; we do neither.)
     """
     segments, scores = _candidates(segments, scores)
-    t0, t1 = segments[:, 0], segments[:, 1]
-    length = t1 - t0
     current, alive = scores.copy(), np.ones(len(scores), dtype=bool)
     keep, kept_scores = [], []
-    # every candidate is decayed at each pick (the ones already taken too, harmlessly): whole-array
-    # operations instead of shrinking index arrays, ~2x faster, same arithmetic as tiou_matrix
+    # every candidate is decayed at each pick (the ones already taken too, harmlessly): whole arrays,
+    # not index arrays that shrink: 1.2-1.4x faster, the same picks and scores
     while alive.any() and (max_keep is None or len(keep) < max_keep):
         best = int(np.argmax(np.where(alive, current, -np.inf)))  # the first maximum: ties keep input order
         if current[best] <= min_score:
@@ -63,12 +61,7 @@ def soft_nms(segments, scores, sigma: float, max_keep: int | None = None, min_sc
         keep.append(best)
         kept_scores.append(current[best])
         alive[best] = False
-        intersection = np.clip(np.minimum(t1[best], t1) - np.maximum(t0[best], t0), 0, None)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tiou = intersection / (length[best] + length - intersection)
-        undefined = np.isnan(tiou)  # two zero-length segments: 1 for the same point (module doc)
-        tiou[undefined] = (t0[undefined] == t0[best]) & (t1[undefined] == t1[best])
-        current *= np.exp(-tiou ** 2 / sigma)
+        current *= np.exp(-_overlap(segments[best], segments) ** 2 / sigma)
     return np.array(keep, dtype=np.int64), np.array(kept_scores, dtype=np.float64)
 
 

@@ -32,7 +32,7 @@ import torch
 
 from benchmark.data.annotations import load_annotations
 from benchmark.data.features import open_feature_store
-from benchmark.data.splits import generate_splits
+from benchmark.data.splits import generate_splits, setting_ratio
 from benchmark.data.synthetic import ensure_synthetic, load_manifest
 from benchmark.data.targets import snippet_targets
 from benchmark.data.zero_shot import Dataset, TrainView, zero_shot_views
@@ -95,11 +95,11 @@ def separation(method, view: TrainView) -> dict:
 
 
 def run(config_name: str, overrides: dict, split: int, inferences: list[str], sweep: dict | None = None,
-        ratio: float = 0.75, threads: int = 1) -> dict:
+        setting: str = "75/25", threads: int = 1) -> dict:
     from methods.stale import Stale
 
     torch.set_num_threads(threads)
-    train, test, text = development_views(split, ratio)
+    train, test, text = development_views(split, setting_ratio(setting))
     fitted, held = hold_out(train, 0.15)
     config = make_config("stale", overrides)
     context = MethodContext(seed=0, text_encoder=text, log=lambda line: None)
@@ -107,7 +107,7 @@ def run(config_name: str, overrides: dict, split: int, inferences: list[str], sw
     cpu = time.process_time()
     method.fit(fitted)
     result = {"config": config_name, "split": split, "train_cpu_s": round(time.process_time() - cpu, 1),
-              "setting": f"{round(100 * ratio)}/{round(100 * (1 - ratio))}"}
+              "setting": setting}
     result |= {k: context.ledger.training["stale"][k] for k in ("steps", "epochs", "stopped")}
     result |= separation(method, held)
 
@@ -138,7 +138,6 @@ def main(argv=None) -> None:
                         help="an inference setting tried on each trained model: key=json|json|... (e.g. top_snippets=5|10|20)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
     configs = {}
     for item in args.config or list(CONFIGS):
         name, _, spec = item.partition("=")
@@ -151,12 +150,12 @@ def main(argv=None) -> None:
     from joblib import Parallel, delayed
     import pandas as pd
 
-    runs = [(name, overrides, split, ratio) for ratio in (int(s.split("/")[0]) / 100 for s in args.setting or ["75/25"])
+    runs = [(name, overrides, split, setting) for setting in args.setting or ["75/25"]
             for name, overrides in configs.items() for split in map(int, args.splits.split(","))]
     rows = []
     for row in Parallel(n_jobs=args.jobs, return_as="generator")(
-            delayed(run)(name, overrides, split, args.inference.split(","), sweep, ratio, args.threads)
-            for name, overrides, split, ratio in runs):
+            delayed(run)(name, overrides, split, args.inference.split(","), sweep, setting, args.threads)
+            for name, overrides, split, setting in runs):
         rows.append(row)
         print(json.dumps(row, default=float), flush=True)
     table = (pd.DataFrame(rows).drop(columns=["split", "stopped"])
