@@ -12,6 +12,7 @@ from benchmark.data.features import load_features, open_feature_store
 from benchmark.data.splits import generate_splits
 from benchmark.data.synthetic import PROFILES, ensure_synthetic, generate, load_manifest
 from benchmark.data.targets import snippet_targets
+from benchmark.data.zero_shot import double_label_pairs
 from benchmark.text.clip import TextEncoderConfig, class_embeddings, load_text_tower
 
 CFG = replace(PROFILES["smoke"], classes=24, train_videos=240, val_videos=120, seed=5)
@@ -121,3 +122,24 @@ def test_zero_shot_transfer_works_only_through_the_text_side(bench):
     print(f"unseen accuracy {true_names:.3f} (shuffled names {shuffled:.3f}, chance {chance:.3f})")
     assert true_names > 2.5 * chance
     assert shuffled < 1.6 * chance
+
+
+def test_thumos_shape_in_the_actionformer_format(tmp_path):
+    """The THUMOS-shaped profile: ActionFormer JSON (Validation / Test, fps, segment(frames), label_id), <id>.npy
+    features, many short instances a video, mostly one class a video, and one double-labelled class pair."""
+    root = generate(tmp_path, replace(PROFILES["thumos"], train_videos=40, val_videos=30, seed=0))
+    raw = json.loads((root / "annotations.json").read_text())
+    annotations = load_annotations(root / "annotations.json")
+    assert annotations.format == "actionformer" and annotations.subsets() == ["Test", "Validation"]
+    first = next(iter(raw["database"].values()))
+    assert first["fps"] == 30.0 and {"segment(frames)", "label_id"} <= set(first["annotations"][0])
+    store = open_feature_store(root / "features")
+    assert not store.prefixed and set(store.ids()) == set(annotations.videos)
+    (child, parent), = double_label_pairs(annotations)
+    videos = list(annotations.videos.values())
+    own = [[i for i in v.instances if i.label != parent or all(
+        (j.start, j.end) != (i.start, i.end) for j in v.instances if j.label == child)] for v in videos]
+    assert 8 < np.mean([len(o) for o in own]) < 20  # THUMOS14: 15.4 (median 8); the double labels not counted
+    assert 0.01 < np.median([(i.end - i.start) / v.duration for v in videos for i in v.instances]) < 0.02
+    assert np.mean([len({i.label for i in o}) for o in own]) < 1.3  # THUMOS14: 1.15 classes a video
+    assert sum(i.label == child for v in videos for i in v.instances) > 0

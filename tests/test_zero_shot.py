@@ -6,7 +6,9 @@ import pytest
 from benchmark.data.annotations import load_annotations
 from benchmark.data.features import open_feature_store
 from benchmark.data.splits import ClassSplit
-from benchmark.data.zero_shot import Dataset, closed_set_views, double_label_leaks, zero_shot_views
+from benchmark.data.zero_shot import (Dataset, closed_set_views, double_label_leaks, double_label_pairs,
+                                      zero_shot_views)
+from benchmark.errors import InputError
 
 T = 10
 
@@ -76,16 +78,51 @@ def test_closed_set_uses_every_class(toy):
 
 
 def test_cliffdiving_diving_leak_is_flagged():
+    pairs = [("CliffDiving", "Diving")]
     split = ClassSplit("THUMOS14", 0.75, 2, ("CliffDiving",), ("Diving",), "x", "imported", None)
-    assert double_label_leaks(split) == ["CliffDiving/Diving double labels cross the split"]
-    assert double_label_leaks(ClassSplit("THUMOS14", 0.75, 0, ("CliffDiving", "Diving"), ("X",), "x", "g", 0)) == []
+    assert double_label_leaks(split, pairs) == ["CliffDiving/Diving double labels cross the split"]
+    assert double_label_leaks(ClassSplit("THUMOS14", 0.75, 0, ("CliffDiving", "Diving"), ("X",), "x", "g", 0), pairs) == []
+
+
+@pytest.fixture()
+def twins(tmp_path):
+    """Training: "xy" holds one segment labelled X and Y (Y ⊂ X: every Y instance is an X instance) and one
+    X-only segment; "x" an X instance; "z" a Z instance. Test: the same videos."""
+    videos = {"xy": [([0, 30], "X"), ([0, 30], "Y"), ([50, 80], "X")], "x": [([10, 20], "X")], "z": [([5, 9], "Z")]}
+    database = {f"{subset[0]}{vid}": {"subset": subset, "duration": 100.0,
+                                      "annotations": [{"segment": seg, "label": label} for seg, label in annotations]}
+                for subset in ("training", "validation") for vid, annotations in videos.items()}
+    (tmp_path / "gt.json").write_text(json.dumps({"version": "1.3", "taxonomy": [], "database": database}))
+    (tmp_path / "features").mkdir()
+    for vid in database:
+        np.save(tmp_path / "features" / f"v_{vid}.npy", np.ones((20, 4), np.float32))
+    annotations = load_annotations(tmp_path / "gt.json")
+    return Dataset("twins", annotations, open_feature_store(tmp_path / "features"), T, "training", "validation")
+
+
+def test_double_label_pairs_are_found_in_the_annotations(twins):
+    assert double_label_pairs(twins.annotations) == [("Y", "X")]  # X has an instance Y has not: not the other way
+
+
+def test_remove_twins_drops_training_instances_also_annotated_with_an_unseen_class(twins):
+    split = ClassSplit("twins", 0.75, 0, ("X", "Z"), ("Y",), "x", "generated", 0)
+    kept, _ = zero_shot_views(twins, split)  # as published: the Y instance is learnt as X
+    clean, test = zero_shot_views(twins, split, double_labels="remove_twins")
+    instances = lambda view: {(v.id, i.start, i.label) for v in view.videos for i in v.instances}  # noqa: E731
+    assert instances(kept) - instances(clean) == {("txy", 0.0, "X")}  # only the twin of the unseen instance goes
+    assert ("txy", 50.0, "X") in instances(clean) and ("tx", 10.0, "X") in instances(clean)
+    assert test.notes == ("Y/X double labels cross the split",)
+    with pytest.raises(InputError, match="double_labels must be one of keep, remove_twins"):
+        zero_shot_views(twins, split, double_labels="drop")
 
 
 def test_leaky_published_thumos_splits_are_exactly_the_known_ones(shared_data):
     from benchmark.data.splits import import_split_lists
 
     with pytest.warns(UserWarning):
-        classes = load_annotations(shared_data / "thumos14/thumos14.json").classes
-    leaky = {ratio: [s.index for s in import_split_lists(shared_data / "splits", "THUMOS14", classes, ratio)
-                     if double_label_leaks(s)] for ratio in (0.75, 0.5)}
+        annotations = load_annotations(shared_data / "thumos14/thumos14.json")
+    pairs = double_label_pairs(annotations)
+    assert pairs == [("CliffDiving", "Diving")]  # found in the file, not written down anywhere in the code
+    leaky = {ratio: [s.index for s in import_split_lists(shared_data / "splits", "THUMOS14", annotations.classes, ratio)
+                     if double_label_leaks(s, pairs)] for ratio in (0.75, 0.5)}
     assert leaky == {0.75: [2, 5, 6, 7], 0.5: [2, 4, 5, 6, 7, 9]}  # as SOURCES.md lists them

@@ -107,10 +107,11 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, help="also write them as split JSON files under this root")
     p.set_defaults(func=_cmd_import_splits)
 
-    p = subparsers.add_parser("synth", help="generate the ActivityNet-shaped synthetic benchmark in the real formats")
+    p = subparsers.add_parser("synth", help="generate the synthetic benchmark (ActivityNet- or THUMOS-shaped) in the real formats")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", choices=("smoke", "default", "large"), default="default")
+    p.add_argument("--profile", choices=("smoke", "default", "large", "thumos_smoke", "thumos"), default="default",
+                   help="benchmark.data.synthetic.PROFILES (thumos*: THUMOS-shaped, ActionFormer format)")
     p.add_argument("--videos", type=int, help="total videos (2/3 training, 1/3 validation)")
     p.add_argument("--classes", type=int, help="number of classes")
     p.set_defaults(func=_cmd_synth)

@@ -1,8 +1,9 @@
-"""The embedded synthetic benchmark: ActivityNet-shaped, written in the real formats.
+"""The embedded synthetic benchmark: ActivityNet- or THUMOS-shaped, written in the real formats.
 
 No real video features or CLIP weights exist on the machines this project is developed on, so the
-default suite runs on data generated here and written to disk exactly as real data is (an
-ActivityNet v1.3 JSON and a directory of per-video ``v_<id>.npy`` features), then read back by the
+default suites run on data generated here and written to disk exactly as real data is (an
+ActivityNet v1.3 JSON and a directory of per-video ``v_<id>.npy`` features; for the THUMOS-shaped
+profiles, ActionFormer's THUMOS14 JSON and ``<id>.npy`` features), then read back by the
 same loaders, models and evaluator. Its only honest claim is that the pipeline works end to end and
 behaves sensibly; every output made from it says "synthetic".
 
@@ -34,6 +35,12 @@ How a video is made (all draws from one generator seeded by ``SynthConfig.seed``
   hardly any). More mixing mostly measures something else: a training video's unseen-class
   instances become background (protocol default), so with ``same_class`` 0.6 on the development
   seed every method's mAP roughly halved and STALE's GT-localisation top-1 fell from 49% to 34%.
+
+THUMOS-shaped profiles (``thumos``, ``thumos_smoke``): the same world, classes and video model with a
+THUMOS14 layout (see ``THUMOS`` below): many short instances a video, mostly one class a video, and
+``nested`` double-labelled class pairs (every instance of the child is annotated with the parent's
+label too, on the same segment, as THUMOS14 does for CliffDiving and Diving; the child looks like
+itself, not like the parent).
 
 Size of the default profile (100 classes, 700 training and 800 validation videos; development
 seed 1, ten 75/25 class splits): 560-595 training videos and 230-280 scored test videos a split (was
@@ -89,12 +96,37 @@ class SynthConfig:
     short_gap: float = 0.5  # chance that two consecutive instances are separated by a short gap
     short_gap_seconds: tuple[float, float] = (2.0, 8.0)  # a short gap's length (at most the drawn gap)
     same_class: float = 0.85  # chance that an instance has its video's main class (else any class)
+    duration_range: tuple[float, float] = (20.0, 400.0)  # video lengths are clipped to this, seconds
+    # double labels: this many (child, parent) class pairs in which every child instance is annotated with
+    # the parent's label too, on the same segment (THUMOS14 does so for CliffDiving and Diving)
+    nested: int = 0
+    annotation_format: str = "activitynet"  # activitynet (v_<id>.npy features) | actionformer (<id>.npy)
 
+
+# The subsets a format's training and test videos are written to (the real datasets' names).
+SUBSETS = {"activitynet": ("training", "validation"), "actionformer": ("Validation", "Test")}
+
+
+def _count_distribution(scale: float, most: int) -> tuple[float, ...]:
+    """P(1 instance), ..., P(most) proportional to exp(-n / scale): many short instances, a long tail."""
+    p = np.exp(-np.arange(1, most + 1) / scale)
+    return tuple(float(x) for x in (p / p.sum()).round(6))
+
+
+# THUMOS14-shaped (the real file: 20 classes, 200 / 212 videos, median 155 s, 15.4 instances a video (median 8),
+# the median instance 1.1% of its video, 1.15 classes a video, CliffDiving ⊂ Diving): 13 instances a video on
+# average (median 10), each 0.5-2.5% of its video (median 1.5%), one class a video but for 1% of the instances.
+THUMOS = SynthConfig(classes=20, train_videos=200, val_videos=210, duration=(155.0, 0.7), duration_range=(30.0, 900.0),
+                     frames_per_second=2.0, blur_frames=1.0, instances=_count_distribution(14.0, 60),
+                     length=(0.005, 0.025), length_decay=0.0, same_class=0.99, nested=1,
+                     annotation_format="actionformer")
 
 PROFILES = {
     "smoke": SynthConfig(classes=20, train_videos=120, val_videos=60),
     "default": SynthConfig(train_videos=700, val_videos=800),
     "large": SynthConfig(classes=200, train_videos=10000, val_videos=5000),
+    "thumos_smoke": replace(THUMOS, train_videos=40, val_videos=30),
+    "thumos": THUMOS,
 }
 
 
@@ -157,7 +189,8 @@ def _video(duration: float, instances, signatures, motion_vec, cfg, rng) -> np.n
     blur = cfg.blur_frames * duration / t_raw
     amplitude = rng.uniform(0.9, 1.5)
     for start, end, label in instances:
-        ramp = 1 / (1 + np.exp(-(times - start) / (blur / 3))) * 1 / (1 + np.exp((times - end) / (blur / 3)))
+        with np.errstate(over="ignore"):  # exp -> inf far from a short ramp: the logistic is then exactly 0
+            ramp = 1 / (1 + np.exp(-(times - start) / (blur / 3))) * 1 / (1 + np.exp((times - end) / (blur / 3)))
         signature = _unit(signatures[label] + cfg.instance_jitter * _unit(rng.standard_normal(d)))
         x += ramp[:, None] * (amplitude * signature + cfg.motion * motion_vec[0])
     return x.astype(np.float32)
@@ -169,6 +202,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> Path:
     The same config gives the same bytes in every file wherever ``out_dir`` is; the manifest's paths
     are relative to ``out_dir``, so the folder can move (read it with :func:`load_manifest`).
     """
+    if cfg.annotation_format not in SUBSETS:
+        raise InputError(f"synthetic annotation_format {cfg.annotation_format!r}: use one of {', '.join(SUBSETS)}")
     out = Path(out_dir)
     (out / "features").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(cfg.seed)
@@ -177,27 +212,30 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> Path:
     text_cfg, pretraining = pretrained_text_encoder(out / "text_encoder", world)
     signatures = visual_signatures(concepts(names, world), cfg, rng)
     motion_vec = _unit(rng.standard_normal((2, cfg.embed_dim)))
+    # child -> parent: the child's instances carry the parent's label too (drawn only when asked for)
+    parent = dict(rng.choice(cfg.classes, size=(cfg.nested, 2), replace=False).tolist()) if cfg.nested else {}
 
     database = {}
-    for subset, count in (("training", cfg.train_videos), ("validation", cfg.val_videos)):
+    for subset, count in zip(SUBSETS[cfg.annotation_format], (cfg.train_videos, cfg.val_videos)):
         for i in range(count):
             vid = f"syn{cfg.seed:02d}{subset[0]}{i:06d}"
             median, sigma = cfg.duration
-            duration = float(np.clip(rng.lognormal(np.log(median), sigma), 20, 400).round(2))
+            duration = float(np.clip(rng.lognormal(np.log(median), sigma), *cfg.duration_range).round(2))
             primary = rng.integers(cfg.classes)
             instances = [
                 (s, e, primary if rng.random() < cfg.same_class else rng.integers(cfg.classes))
                 for s, e in _layout(duration, cfg, rng)
             ]
-            np.save(out / "features" / f"v_{vid}.npy", _video(duration, instances, signatures, motion_vec, cfg, rng))
-            database[vid] = {
-                "subset": subset,
-                "duration": duration,
-                "annotations": [{"segment": [round(s, 2), min(round(e, 2), duration)], "label": names[c]}
-                                for s, e, c in instances],
-            }
-    annotations = {"version": f"synthetic ActivityNet-shaped benchmark v{GENERATOR_VERSION}", "taxonomy": [],
-                   "database": database}
+            features = _video(duration, instances, signatures, motion_vec, cfg, rng)
+            instances += [(s, e, parent[c]) for s, e, c in instances if c in parent]
+            prefix = "v_" if cfg.annotation_format == "activitynet" else ""
+            np.save(out / "features" / f"{prefix}{vid}.npy", features)
+            database[vid] = _entry(subset, duration, instances, names, cfg)
+    if cfg.annotation_format == "activitynet":
+        annotations = {"version": f"synthetic ActivityNet-shaped benchmark v{GENERATOR_VERSION}", "taxonomy": [],
+                       "database": database}
+    else:
+        annotations = {"version": f"synthetic benchmark v{GENERATOR_VERSION} (ActionFormer format)", "database": database}
     _write_json(out / "annotations.json", annotations)
     manifest = {
         "synthetic": True,
@@ -212,6 +250,21 @@ def generate(out_dir: str | Path, cfg: SynthConfig = SynthConfig()) -> Path:
     }
     _write_json(out / "synthetic.json", manifest)  # written last: its presence marks a complete benchmark
     return out
+
+
+VIDEO_FPS = 30.0  # the frame rate the ActionFormer format states (segment(frames) = seconds x fps)
+
+
+def _entry(subset: str, duration: float, instances, names: list[str], cfg: SynthConfig) -> dict:
+    """One video of the annotation file, in ``cfg.annotation_format``."""
+    annotations = []
+    for s, e, c in instances:
+        segment = [round(s, 2), min(round(e, 2), duration)]
+        annotations.append({"segment": segment, "label": names[c]})
+        if cfg.annotation_format == "actionformer":
+            annotations[-1] |= {"segment(frames)": [round(x * VIDEO_FPS, 1) for x in segment], "label_id": int(c)}
+    entry = {"subset": subset, "duration": duration, "annotations": annotations}
+    return entry | {"fps": VIDEO_FPS} if cfg.annotation_format == "actionformer" else entry
 
 
 def _world(cfg: SynthConfig) -> WorldConfig:

@@ -5,7 +5,13 @@ The clean protocol (DESIGN.md §1) is the default; every published shortcut is a
   (``unseen_in_training="remove"``), or such videos are dropped (``"drop"``);
 - test videos = those with >= 1 unseen instance, ground truth = unseen instances only
   (``score_all_test_videos=True`` scores every test video instead: more false-positive chances);
-- ``last_annotation_only=True`` mimics STALE's released loader, which keeps one annotation a video.
+- ``last_annotation_only=True`` mimics STALE's released loader, which keeps one annotation a video;
+- double labels (DESIGN.md §1, pitfall 5): THUMOS14 annotates every CliffDiving instance as Diving
+  too, so a split with one seen and the other unseen trains on instances of an unseen class. Such
+  pairs are found in the annotations (:func:`double_label_pairs`), every view of a split that separates
+  one is flagged (:func:`double_label_leaks`), and ``double_labels="remove_twins"`` is the clean
+  variant: a training instance that is also annotated with an unseen class counts as unseen (it is
+  removed like the unseen instance). The default ``"keep"`` is the protocol as published.
 """
 from __future__ import annotations
 
@@ -22,8 +28,7 @@ from benchmark.data.targets import SnippetTargets, snippet_targets
 from benchmark.errors import InputError
 from benchmark.evaluation.segments import SegmentTable
 
-# THUMOS14 annotates every CliffDiving instance as Diving too (DESIGN.md §1, pitfall 5).
-DOUBLE_LABELS = (("CliffDiving", "Diving"),)
+DOUBLE_LABEL_CHOICES = ("keep", "remove_twins")
 
 
 @dataclass(frozen=True)
@@ -82,10 +87,21 @@ def _with_duration(videos: list[Video], what: str) -> list[Video]:
     return kept
 
 
-def double_label_leaks(split: ClassSplit) -> list[str]:
-    """Double-labelled class pairs that the split separates (one seen, one unseen)."""
+def double_label_pairs(annotations: Annotations) -> list[tuple[str, str]]:
+    """(child, parent) class pairs where every child instance is also a parent instance: the same
+    video and segment annotated with both labels (THUMOS14: CliffDiving, Diving)."""
+    segments: dict[str, set] = {}
+    for video in annotations.videos.values():
+        for i in video.instances:
+            segments.setdefault(i.label, set()).add((video.id, i.start, i.end))
+    return [(a, b) for a in sorted(segments) for b in sorted(segments)
+            if segments[a] < segments[b] or a < b and segments[a] == segments[b]]  # two labels of the same set: once
+
+
+def double_label_leaks(split: ClassSplit, pairs) -> list[str]:
+    """The double-labelled class pairs (:func:`double_label_pairs`) that the split separates (one seen, one unseen)."""
     seen, unseen = set(split.seen), set(split.unseen)
-    return [f"{a}/{b} double labels cross the split" for a, b in DOUBLE_LABELS
+    return [f"{a}/{b} double labels cross the split" for a, b in pairs
             if (a in seen and b in unseen) or (b in seen and a in unseen)]
 
 
@@ -93,8 +109,16 @@ def last_annotation_only(video: Video) -> Video:
     return replace(video, instances=video.instances[-1:])
 
 
-def training_videos(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> list[Video]:
-    """The training videos a view of ``classes`` holds, each with only the instances of ``classes``."""
+def _without_twins(video: Video, classes: set[str]) -> Video:
+    """Drop the instances that share their segment with an instance of a class not in ``classes``."""
+    other = {(i.start, i.end) for i in video.instances if i.label not in classes}
+    return replace(video, instances=tuple(i for i in video.instances if (i.start, i.end) not in other))
+
+
+def training_videos(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False,
+                    double_labels: str = "keep") -> list[Video]:
+    """The training videos a view of ``classes`` holds, each with only the instances of ``classes``
+    (and, with ``double_labels="remove_twins"``, none that is also annotated with another class)."""
     keep = set(classes)
     videos = _with_duration(dataset.annotations.subset(dataset.train_subset), f"{dataset.name} training")
     if last_only:
@@ -103,6 +127,10 @@ def training_videos(dataset: Dataset, classes, unseen_in_training: str = "remove
         videos = [v for v in videos if all(i.label in keep for i in v.instances)]
     elif unseen_in_training != "remove":
         raise InputError(f"unseen_in_training must be 'remove' or 'drop', got {unseen_in_training!r}")
+    if double_labels == "remove_twins":
+        videos = [_without_twins(v, keep) for v in videos]
+    elif double_labels != "keep":
+        raise InputError(f"double_labels must be one of {', '.join(DOUBLE_LABEL_CHOICES)}, got {double_labels!r}")
     videos = [_keep(v, keep) for v in videos]
     return [v for v in videos if v.instances]
 
@@ -117,9 +145,10 @@ def scored_videos(dataset: Dataset, classes, score_all_test_videos: bool = False
     return videos if score_all_test_videos else [v for v in videos if v.instances]
 
 
-def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False) -> TrainView:
+def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False,
+               double_labels: str = "keep") -> TrainView:
     classes = tuple(sorted(classes))
-    videos = training_videos(dataset, classes, unseen_in_training, last_only)
+    videos = training_videos(dataset, classes, unseen_in_training, last_only, double_labels)
     targets = snippet_targets(videos, {c: k for k, c in enumerate(classes)}, dataset.T)
     return TrainView(videos, dataset.load([v.id for v in videos]), targets, classes, dataset.T)
 
@@ -133,12 +162,14 @@ def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, la
 
 
 def zero_shot_views(dataset: Dataset, split: ClassSplit, unseen_in_training: str = "remove",
-                    last_only: bool = False, score_all_test_videos: bool = False) -> tuple[TrainView, TestView]:
-    """Training on the split's seen classes, testing on its unseen classes."""
-    notes = double_label_leaks(split)
+                    last_only: bool = False, score_all_test_videos: bool = False,
+                    double_labels: str = "keep") -> tuple[TrainView, TestView]:
+    """Training on the split's seen classes, testing on its unseen classes; the test view's notes
+    name the double-label pairs the split separates (see the module docstring)."""
+    notes = double_label_leaks(split, double_label_pairs(dataset.annotations))
     for note in notes:
         warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=2)
-    train = train_view(dataset, split.seen, unseen_in_training, last_only)
+    train = train_view(dataset, split.seen, unseen_in_training, last_only, double_labels)
     test = test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)
     return train, test
 
