@@ -9,6 +9,11 @@ Every output made with it is not zero-shot.
 - :func:`fuse_labels` is the released rule, given the classifier's output;
 - :func:`read_external_scores` / :func:`write_external_scores` handle its JSON format,
   ``{"v_<id>": {"class": name, "score": x}}`` (the ``stale_best_score.json`` format);
+- :func:`untrimmednet_scores` turns THUMOS14's file into that format: ``uNet_test.npy`` (G-TAD's
+  ``data/``) is UntrimmedNet's float ``[1574, 101]`` video scores, row ``int(<digits ending the
+  id>) - 1`` of a ``video_test_*`` id, columns the UCF101 classes in ``classInd`` order. The THUMOS
+  classes are mapped to columns BY NAME (:data:`UCF101_CLASSES`), rows are normalised by their sum,
+  and the top-1 is taken among the dataset's classes only;
 - :func:`train_video_classifier` + :func:`external_video_scores` make such a file for a dataset that
   has none (the synthetic benchmark): a logistic regression on mean-pooled snippet features,
   trained on the training subset with the labels of ALL classes. That supervision is the leak,
@@ -18,6 +23,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -31,9 +38,35 @@ from methods.modules.training import minibatches, seed_everything
 NOT_ZERO_SHOT = "not zero-shot: labels fused from an external video classifier trained on all classes"
 
 
-def read_external_scores(path: str | Path) -> dict[str, dict]:
-    """``{video_key: {"class": str, "score": float}}`` from a ``stale_best_score.json``-format file."""
+# UCF101's classInd.txt order (1-based index = column + 1): case-insensitive alphabetical.
+UCF101_CLASSES = (
+    "ApplyEyeMakeup", "ApplyLipstick", "Archery", "BabyCrawling", "BalanceBeam", "BandMarching",
+    "BaseballPitch", "Basketball", "BasketballDunk", "BenchPress", "Biking", "Billiards", "BlowDryHair",
+    "BlowingCandles", "BodyWeightSquats", "Bowling", "BoxingPunchingBag", "BoxingSpeedBag", "BreastStroke",
+    "BrushingTeeth", "CleanAndJerk", "CliffDiving", "CricketBowling", "CricketShot", "CuttingInKitchen",
+    "Diving", "Drumming", "Fencing", "FieldHockeyPenalty", "FloorGymnastics", "FrisbeeCatch", "FrontCrawl",
+    "GolfSwing", "Haircut", "Hammering", "HammerThrow", "HandstandPushups", "HandstandWalking",
+    "HeadMassage", "HighJump", "HorseRace", "HorseRiding", "HulaHoop", "IceDancing", "JavelinThrow",
+    "JugglingBalls", "JumpingJack", "JumpRope", "Kayaking", "Knitting", "LongJump", "Lunges",
+    "MilitaryParade", "Mixing", "MoppingFloor", "Nunchucks", "ParallelBars", "PizzaTossing", "PlayingCello",
+    "PlayingDaf", "PlayingDhol", "PlayingFlute", "PlayingGuitar", "PlayingPiano", "PlayingSitar",
+    "PlayingTabla", "PlayingViolin", "PoleVault", "PommelHorse", "PullUps", "Punch", "PushUps", "Rafting",
+    "RockClimbingIndoor", "RopeClimbing", "Rowing", "SalsaSpin", "ShavingBeard", "Shotput", "SkateBoarding",
+    "Skiing", "Skijet", "SkyDiving", "SoccerJuggling", "SoccerPenalty", "StillRings", "SumoWrestling",
+    "Surfing", "Swing", "TableTennisShot", "TaiChi", "TennisSwing", "ThrowDiscus", "TrampolineJumping",
+    "Typing", "UnevenBars", "VolleyballSpiking", "WalkingWithDog", "WallPushups", "WritingOnBoard", "YoYo",
+)
+
+
+def read_external_scores(path: str | Path, classes: Sequence[str] | None = None,
+                         video_ids: Sequence[str] | None = None) -> dict[str, dict]:
+    """``{video_key: {"class": str, "score": float}}`` from a ``stale_best_score.json``-format file,
+    or from UntrimmedNet's ``.npy`` (which needs the dataset's ``classes`` and the ``video_ids``)."""
     path = Path(path)
+    if path.suffix == ".npy":
+        if not classes or video_ids is None:
+            raise InputError(f"{path}: UntrimmedNet scores need the dataset's classes and video ids")
+        return untrimmednet_scores(path, classes, video_ids)
     raw = read_json(path, InputError)
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected {{video: {{'class': name, 'score': x}}}}, got {type(raw).__name__}")
@@ -42,6 +75,35 @@ def read_external_scores(path: str | Path) -> dict[str, dict]:
                 and isinstance(entry.get("score"), (int, float))):
             raise InputError(f"{path}: video {vid}: expected {{'class': name, 'score': x}}, got {entry!r}")
     return raw
+
+
+def untrimmednet_scores(path: str | Path, classes: Sequence[str], video_ids: Sequence[str]) -> dict[str, dict]:
+    """Top-1 of ``classes`` (mapped to UCF101 columns by name) per video, from the row-normalised
+    UntrimmedNet scores (rows sum to 2): ``{video_id: {"class": name, "score": probability}}``."""
+    try:
+        scores = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError):  # object arrays and pickles are refused here, never unpickled
+        raise InputError(f"{path}: not a plain numeric .npy array (pickled or object data is not loaded)") from None
+    if not (isinstance(scores, np.ndarray) and scores.ndim == 2 and scores.dtype.kind == "f"
+            and scores.shape[1] == len(UCF101_CLASSES)):
+        raise InputError(f"{path}: expected a float array [videos, {len(UCF101_CLASSES)} UCF101 classes], "
+                         f"got {getattr(scores, 'dtype', type(scores).__name__)} {getattr(scores, 'shape', '')}")
+    column = {name: k for k, name in enumerate(UCF101_CLASSES)}
+    for name in classes:
+        if name not in column:
+            raise InputError(f"{path}: class {name!r} is not a UCF101 class")
+    rows = []
+    for vid in video_ids:
+        digits = re.search(r"\d+$", vid)
+        if digits is None or not 1 <= int(digits.group()) <= len(scores):
+            raise InputError(f"{path}: video {vid!r} has no row (row = number ending the id - 1, {len(scores)} rows)")
+        rows.append(int(digits.group()) - 1)
+    picked = scores[rows]
+    probs = picked[:, [column[name] for name in classes]] / picked.sum(axis=1, keepdims=True)
+    if not np.isfinite(probs).all():
+        raise InputError(f"{path}: non-finite scores (or a row summing to 0) for the requested videos")
+    top = probs.argmax(axis=1)
+    return {vid: {"class": classes[k], "score": float(probs[n, k])} for n, (vid, k) in enumerate(zip(video_ids, top))}
 
 
 def write_external_scores(path: str | Path, scores: dict[str, dict]) -> Path:
