@@ -608,7 +608,9 @@ class Stale(Method):
         for idx in minibatches(len(x), 4 * cfg.batch_size, None, shuffle=False):
             with autocast(device):
                 out = model(x[idx], lan, None if fg is None else fg[idx])
-            probs.append(out.logits.float().softmax(-1)[..., :-1].cpu())
+            # P (Eq. 7) classifies F_vis^fg: a snippet L̂_bin leaves out has no class probability (its zeroed
+            # feature would give the uniform 1 / (K + 1), above θ_c when K < 9, e.g. THUMOS14 75/25's 5 classes)
+            probs.append((out.logits.float().softmax(-1)[..., :-1] * out.keep.unsqueeze(-1)).cpu())
             masks.append(torch.sigmoid(out.mask_logits.float()).cpu())
         outputs = names, torch.cat(probs).numpy(), torch.cat(masks).numpy()
         self._last_outputs = (test_view, outputs)

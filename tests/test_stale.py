@@ -502,3 +502,17 @@ def test_end_to_end_on_the_synthetic_smoke_benchmark(tmp_path):
     truth = {v.id: label_fusion.dominant_class(v) for v in annotations.subset("validation") if v.instances}
     accuracy = np.mean([scores[f"v_{vid}"]["class"] == label for vid, label in truth.items()])
     assert accuracy > 5 / len(annotations.classes)  # it has learnt the unseen classes too: that is the leak
+
+
+def test_snippets_the_mask_leaves_out_have_no_class_probability(text_cfg):
+    """P (Eq. 7) classifies F_vis^fg only. A snippet L̂_bin drops has a zeroed feature, whose softmax is the
+    uniform 1 / (K + 1): here 1/3, above θ_c, so it seeded detections of every class before the fix (as on
+    THUMOS14 75/25, K = 5)."""
+    train, test = views(n_train=8, test_classes=UNSEEN)
+    method, _ = fit_predict(text_cfg, train, test, epochs=12, batch_size=4)
+    _, probs, _ = method.snippet_outputs(test)
+    model = method.model.eval()
+    with torch.no_grad():
+        keep = model(torch.as_tensor(test.features), model.text()).keep.numpy()
+    assert (~keep).any() and keep.any()
+    assert (probs[~keep] == 0).all() and (probs[keep].sum(-1) > 0).all()
