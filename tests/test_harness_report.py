@@ -160,3 +160,29 @@ def test_claims_table_is_built_from_records(tmp_path):
     assert "| wide_beats_toy | the wide model is better (Table 1) | Wide > Toy |" in md and "| 9.50 / 6.00 (+3.50) |" in md
     assert "- wide_beats_toy: a toy claim" in md
     assert "- [claims](claims.md) ([csv](claims.csv)" in (out / "README.md").read_text()
+
+
+def test_rows_can_leave_out_or_keep_only_the_splits_with_a_double_label_leak(tmp_path):
+    """``leaky_splits: exclude`` drops the jobs whose record names a double-label leak, ``only`` keeps just those;
+    the README lists the leaking splits."""
+    path = write_suite(tmp_path / "s.yaml", rows=[{"label": "All", "method": "toy"},
+                                                  {"label": "No leak", "method": "toy", "leaky_splits": "exclude"},
+                                                  {"label": "Leak", "method": "toy", "leaky_splits": "only"}])
+    suite = load_suite(path)
+    store = Store(tmp_path / "results", "toy")
+    for split, value in enumerate((0.1, 0.2, 0.6)):
+        job = next(j for j in plan(suite) if j.label == f"toy/default/75/25/split{split}/seed0")
+        payload = job_payload(job, store, "x:y", {"host": "h"}, {})
+        leaks = ["Y/X double labels cross the split"] if split == 2 else []
+        store.write_record(f"{job.key}-ok", build_record(payload, "ok", result={
+            "metrics": {"mAP@0.5": value, "mAP_avg": value}, "extra": {"split": {"leaks": leaks}}},
+            runtime={"end_time": "2026-01-02"}))
+    build_reports(suite, tmp_path / "results", tmp_path / "reports")
+    csv = pd.read_csv(tmp_path / "reports/toy/t1.csv").set_index("row")
+    assert csv.loc["All", "mAP_avg mean"] == pytest.approx(30.0) and csv.loc["All", "jobs"] == 3
+    assert csv.loc["No leak", "mAP_avg mean"] == pytest.approx(15.0) and csv.loc["No leak", "jobs"] == 2
+    assert csv.loc["Leak", "mAP_avg mean"] == pytest.approx(60.0) and csv.loc["Leak", "jobs"] == 1
+    readme = (tmp_path / "reports/toy/README.md").read_text()
+    assert "- 75/25: splits 2 (Y/X double labels cross the split)" in readme
+    with pytest.raises(Exception, match="leaky_splits: 'some' is not one of include, exclude, only"):
+        load_suite(write_suite(tmp_path / "bad.yaml", rows=[{"label": "A", "method": "toy", "leaky_splits": "some"}]))

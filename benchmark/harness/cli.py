@@ -30,6 +30,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", type=Path, help="real data: a folder with the annotations and features")
     p.add_argument("--annotations", type=Path, help="real data: annotation file (with --features)")
     p.add_argument("--features", type=Path, help="real data: feature folder or HDF5 file (with --annotations)")
+    p.add_argument("--feature-fps", type=float, help="real data whose annotations give no durations (G-TAD's "
+                   "thumos_gt.json): feature rows per second; each duration is taken as T_raw / this")
     p.add_argument("--split-lists", type=Path, help="import the class splits from these published lists")
     p.add_argument("--clip-model", default="ViT-B-16",
                    help="real data: open_clip model name or model-config JSON of the text tower (default ViT-B-16)")
@@ -71,9 +73,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_run)
 
     p = subparsers.add_parser("report", help="rebuild a suite's tables and figures from its records",
-                              description="Rebuild reports/<suite>/ from results/<suite>/*/record.json.")
-    p.add_argument("--suite", required=True, help="suite name in benchmark/suites/ or a path to a suite YAML")
-    p.add_argument("--profile", help="default: the profile of the suite's last run")
+                              description="Rebuild reports/<suite>/ from results/<suite>/*/record.json; with --suites "
+                                          "and --table, one table of several suites side by side in "
+                                          "reports/<table>_<suite1>+<suite2>/.")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--suite", help="suite name in benchmark/suites/ or a path to a suite YAML")
+    which.add_argument("--suites", nargs="+", metavar="SUITE", help="several suites, one table (--table) side by side")
+    p.add_argument("--table", help="with --suites: the table named so, or so_* (e.g. table1 -> table1_zero_shot), in each suite")
+    p.add_argument("--profile", help="default: the profile of the suite's (each suite's) last run")
     add_store_arguments(p)
     p.set_defaults(func=cmd_report)
 
@@ -89,8 +96,12 @@ def suite_overrides(args) -> dict:
         raise InputError("--annotations and --features go together (or give --data-root)")
     real = {k: str(v.resolve()) for k, v in (("root", args.data_root), ("annotations", args.annotations),
                                             ("features", args.features)) if v is not None}
+    if args.feature_fps is not None and not real:
+        raise InputError("--feature-fps goes with real data (--data-root, or --annotations and --features)")
     if real:
         real["text_encoder"] = {"model": args.clip_model, "pretrained": args.clip_pretrained}
+        if args.feature_fps is not None:
+            real["feature_fps"] = args.feature_fps
         over["data"] = {"source": "real", "real": real}
     if args.split_lists is not None:
         over["splits"] = {"lists": "imported", "lists_dir": str(args.split_lists.resolve())}
@@ -242,18 +253,35 @@ def cmd_run(args) -> int:
                      prepare=args.prepare, timeout=args.timeout, report=not args.no_report, slurm=slurm)
 
 
-def cmd_report(args) -> int:
-    """Rebuild with the profile and data flags of the suite's last run (results/<suite>/_runs/)."""
-    from benchmark.harness.report import build_reports
+def last_run_suite(name_or_path: str, profile: str | None, results_dir: Path):
+    """The suite with the profile (default: that of its last run) and data flags of its last run (results/<suite>/_runs/)."""
     from benchmark.harness.store import Store, read_json
     from benchmark.harness.suite import load_suite, suite_name
 
-    runs = Store(args.results_dir, suite_name(args.suite)).dir / RUNS_DIR
+    runs = Store(results_dir, suite_name(name_or_path)).dir / RUNS_DIR
     last = {p.stem: read_json(p) for p in runs.glob("*.json")}
-    profile = args.profile or max(last, key=lambda k: last[k]["time"], default="default")
-    overrides = last[profile]["overrides"] if profile in last else {}
-    paths = build_reports(load_suite(args.suite, profile, overrides), args.results_dir, args.reports_dir)
-    print(f"reports ({profile}): {paths[-1].parent}/ ({len(paths)} files)")
+    profile = profile or max(last, key=lambda k: last[k]["time"], default="default")
+    return load_suite(name_or_path, profile, last[profile]["overrides"] if profile in last else {})
+
+
+def cmd_report(args) -> int:
+    """Rebuild as each suite's last run would (:func:`last_run_suite`): all its reports, or one table of several."""
+    if args.suites:
+        from benchmark.harness.combined import build_combined
+
+        if not args.table:
+            raise InputError("report --suites needs --table (a table name or its prefix, e.g. --table table1)")
+        suites = [last_run_suite(s, args.profile, args.results_dir) for s in args.suites]
+        paths = build_combined(suites, args.table, args.results_dir, args.reports_dir)
+        print(f"report ({', '.join(f'{s.name} {s.profile}' for s in suites)}): {paths[-1].parent}/")
+        return 0
+    if args.table:
+        raise InputError("--table goes with --suites; report --suite rebuilds every table of the suite")
+    from benchmark.harness.report import build_reports
+
+    suite = last_run_suite(args.suite, args.profile, args.results_dir)
+    paths = build_reports(suite, args.results_dir, args.reports_dir)
+    print(f"reports ({suite.profile}): {paths[-1].parent}/ ({len(paths)} files)")
     return 0
 
 

@@ -216,6 +216,9 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
         for spec in specs:
             h = spec_hash(spec, data_identity(spec))
             rec = ok.get(h)
+            if rec is not None and row.leaky_splits != "include" and \
+                    bool((rec["extra"].get("split") or {}).get("leaks")) != (row.leaky_splits == "only"):
+                continue  # the row takes only the splits that separate (only) / keep (exclude) double labels
             line = {"row": row.label, "method": row.method, "variant": row.variant, "setting": setting,
                     "split": spec["split"]["index"], "seed": spec["seed"], "status": last[h]["status"] if h in last else "missing"}
             scale = suite.report["metric_scale"]
@@ -472,21 +475,27 @@ def write_claims(suite: Suite, frames: dict[str, pd.DataFrame], reference: dict 
 
 
 def run_facts(records: list[dict]) -> list[str]:
-    """Wall time and hardware of the suite's newest ok records (first job start to last job end)."""
+    """Wall time and hardware of the suite's newest ok records (first job start to last job end), per code
+    version: a run that re-ran only some jobs after a code change shows as two runs."""
     used = [r for r in newest(records, "ok").values()
             if r.get("provenance", {}).get("start_time") and r.get("timings")]
     if not used:
         return ["No finished jobs yet."]
-    starts = pd.to_datetime([r["provenance"]["start_time"] for r in used])
-    ends = pd.to_datetime([r["provenance"]["end_time"] for r in used])
-    busy = sum(r["timings"].get("run", 0.0) for r in used)
+    runs: dict[str, list[dict]] = {}
+    for r in used:
+        runs.setdefault(r.get("code_version", "?"), []).append(r)
+    lines = []
+    for version, group in sorted(runs.items(), key=lambda kv: min(r["provenance"]["start_time"] for r in kv[1])):
+        starts = pd.to_datetime([r["provenance"]["start_time"] for r in group])
+        ends = pd.to_datetime([r["provenance"]["end_time"] for r in group])
+        busy = sum(r["timings"].get("run", 0.0) for r in group)
+        lines.append(f"- {len(group)} job records{f' of code {version}' if len(runs) > 1 else ''}; first job start "
+                     f"{starts.min()}, last job end {ends.max()}: wall time {(ends.max() - starts.min()).total_seconds() / 60:.1f} "
+                     f"min (an interrupted and resumed run counts its pause too); summed job time {busy / 60:.1f} min.")
     hosts = sorted({f"{r['provenance'].get('host')} ({r['provenance'].get('platform')}, "
                     f"{r['provenance'].get('device')}, {r['provenance'].get('threads')} torch threads per job)"
                     for r in used})
-    return [f"- {len(used)} job records; first job start {starts.min()}, last job end {ends.max()}: "
-            f"wall time {(ends.max() - starts.min()).total_seconds() / 60:.1f} min (an interrupted and resumed run "
-            f"counts its pause too); summed job time {busy / 60:.1f} min.",
-            f"- Hardware: {'; '.join(hosts)}."]
+    return lines + [f"- Hardware: {'; '.join(hosts)}."]
 
 
 def failed_jobs(suite: Suite, records: list[dict]) -> list[str]:
@@ -499,6 +508,17 @@ def failed_jobs(suite: Suite, records: list[dict]) -> list[str]:
             error = (rec.get("error") or "").strip().splitlines()
             lines.append(f"- `{job.label}` ({rec['status']}): {error[-1] if error else 'no error text'}")
     return lines
+
+
+def leaky_splits(records: list[dict]) -> list[str]:
+    """One line per setting whose class splits separate a double-labelled class pair (DESIGN.md §1,
+    pitfall 5): the split indices and the pairs, from the ok records' ``extra.split.leaks``."""
+    leaks: dict[str, dict[int, set]] = {}
+    for rec in newest(records, "ok").values():
+        for note in (rec["extra"].get("split") or {}).get("leaks") or []:
+            leaks.setdefault(rec["spec"]["setting"], {}).setdefault(rec["spec"]["split"]["index"], set()).add(note)
+    return [f"- {setting}: splits {', '.join(map(str, sorted(by_split)))} "
+            f"({'; '.join(sorted(set().union(*by_split.values())))})" for setting, by_split in sorted(leaks.items())]
 
 
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
@@ -542,6 +562,7 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         figure_lines.append(f"- {fig['name']} ({links}) — {fig.get('description', '')}")
     sources = "; ".join(sorted({s for f in frames.values() for s in f["source"]}))
     failures = failed_jobs(suite, records)
+    leaks = leaky_splits(records)
     readme = out_dir / "README.md"
     readme.write_text("\n".join([
         f"# Reports: {suite.name} (profile {suite.profile}) — {sources}", "",
@@ -550,6 +571,11 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         f"`python -m benchmark report --suite {suite.name} --profile {suite.profile}`; do not edit by hand.", "",
         "## Tables", "", *index, "",
         *(["## Claims", "", *claim_lines, ""] if claim_lines else []),
+        *(["## Splits with a double-label leak", "",
+           "A class pair annotated on the same segments (one class's instances are all instances of the other too) "
+           "with one class seen and the other unseen: training sees instances of an unseen class. Flagged in every "
+           "job's notes; the protocol audit gives the means with and without these splits.", "", *leaks, ""]
+          if leaks else []),
         *(["## Failed jobs", "", "Their tracebacks are in `results/<suite>/<key>/job.log`.", "", *failures, ""]
           if failures else []),
         *(["## Figures", "", *figure_lines, ""] if figure_lines else []),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -40,10 +41,13 @@ from methods.label_fusion import NOT_ZERO_SHOT, external_video_scores, fuse_labe
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
 
-# Protocol facts per dataset (DESIGN.md §1-2).
+# Protocol facts per dataset (DESIGN.md §1-2). Subsets: the first name the annotations have (G-TAD's
+# thumos_gt.json calls THUMOS14's Validation videos "train"); real files: the names looked for under --data-root.
 DATASETS = {
-    "activitynet": {"name": "ActivityNet", "T": 100, "train": "training", "test": "validation"},
-    "thumos14": {"name": "THUMOS14", "T": 256, "train": "Validation", "test": "Test"},
+    "activitynet": {"name": "ActivityNet", "T": 100, "train": ["training"], "test": ["validation"],
+                    "files": {"annotations": "activity_net.v1-3.min.json", "external_scores": "stale_best_score.json"}},
+    "thumos14": {"name": "THUMOS14", "T": 256, "train": ["Validation", "train"], "test": ["Test", "test"],
+                 "files": {"annotations": "thumos14.json", "external_scores": "uNet_test.npy"}},
 }
 
 
@@ -64,7 +68,9 @@ def prepare_data(suite, profile: str, args) -> dict:
       (``Method.check_features``).
     """
     data = suite.data
-    facts = dict(DATASETS[suite.dataset])
+    if suite.dataset not in DATASETS:
+        raise InputError(f"{suite.path}: dataset {suite.dataset!r} is not one of {', '.join(DATASETS)}")
+    facts = {k: v for k, v in DATASETS[suite.dataset].items() if k != "files"}
     if data["source"] == "synthetic":
         root = ensure_synthetic(CACHE / "synthetic", **data["synthetic"])
         manifest = load_manifest(root)
@@ -72,8 +78,9 @@ def prepare_data(suite, profile: str, args) -> dict:
                   "features": str(root / "features"), "text_encoder": manifest["text_encoder"],
                   "external_scores": str(root / "external_video_scores.json")}
     else:
-        facts |= _real_paths(data["real"]) | {"source": "real"}
+        facts |= _real_paths(data["real"], DATASETS[suite.dataset]["files"]) | {"source": "real"}
     facts["feature_cache"] = str(CACHE / "features")
+    facts |= _assumed_durations(facts, data.get("real", {}).get("feature_fps") if data["source"] == "real" else None)
     dataset = open_dataset(facts)
     jobs = plan(suite)
     videos = needed_videos(dataset, jobs)
@@ -99,24 +106,47 @@ def prepare_data(suite, profile: str, args) -> dict:
     return facts
 
 
-def _real_paths(real: dict) -> dict:
+def _real_paths(real: dict, files: dict) -> dict:
     root = Path(real["root"]) if real.get("root") else None
-    annotations = Path(real.get("annotations") or root / "activity_net.v1-3.min.json")
+    annotations = Path(real.get("annotations") or root / files["annotations"])
     features = Path(real.get("features") or root / "features")
-    scores = real.get("external_scores") or (root / "stale_best_score.json" if root else None)
+    scores = real.get("external_scores") or (root / files["external_scores"] if root else None)
     for what, path in (("annotations", annotations), ("features", features)):
         if not path.exists():
-            raise InputError(f"real data: {what} not found at {path} (see README, 'Running on real ActivityNet')")
+            raise InputError(f"real data: {what} not found at {path} (see README, 'Running on real data')")
     return {"annotations": str(annotations), "features": str(features),
             "external_scores": str(scores) if scores else None,
             "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
 
 
+def _assumed_durations(facts: dict, feature_fps: float | None) -> dict:
+    """Durations for annotation files that give none (G-TAD's thumos_gt.json): T_raw / ``feature_fps``,
+    the features' rows per second (``data.real.feature_fps``), read once here; the records say so."""
+    annotations = load_annotations(facts["annotations"])
+    without = sorted(v.id for v in annotations.videos.values() if v.duration is None)
+    if not without:
+        return {}
+    if not feature_fps or feature_fps <= 0:
+        raise InputError(f"{facts['annotations']}: {len(without)} videos have no duration (e.g. {without[0]}); give the "
+                         f"features' rows per second (--feature-fps) to take each duration as T_raw / fps")
+    store = open_feature_store(facts["features"])
+    durations = {vid: store.read(vid).shape[0] / feature_fps for vid in without if vid in store}
+    return {"durations": durations,
+            "assumed": f"durations assumed: T_raw / {feature_fps:g} feature rows per second ({facts['annotations']} "
+                       f"gives none; {len(durations)} videos)"}
+
+
 def open_dataset(facts: dict) -> Dataset:
     annotations = load_annotations(facts["annotations"])
+    if facts.get("durations"):
+        videos = {vid: replace(v, duration=facts["durations"].get(vid, v.duration)) for vid, v in annotations.videos.items()}
+        annotations = replace(annotations, videos=videos)
+    subsets = {s.lower(): s for s in annotations.subsets()}
+    train, test = (next((subsets[n.lower()] for n in facts[side] if n.lower() in subsets), facts[side][0])
+                   for side in ("train", "test"))
     scan = ScannedFeatures(facts["feature_scan"]) if facts.get("feature_scan") else None
     return Dataset(facts["name"], annotations, open_feature_store(facts["features"]), facts["T"],
-                   facts["train"], facts["test"], cache_dir=Path(facts["feature_cache"]),
+                   train, test, cache_dir=Path(facts["feature_cache"]),
                    synthetic=facts["source"] == "synthetic", scan=scan)
 
 
@@ -132,7 +162,8 @@ def needed_videos(dataset: Dataset, jobs) -> list[str]:
         split = class_split(dataset, spec)
         train, test = ((dataset.annotations.classes,) * 2 if split is None else (split.seen, split.unseen))
         last_only = bool(protocol.get("last_annotation_only"))
-        videos |= {v.id for v in training_videos(dataset, train, protocol.get("unseen_in_training", "remove"), last_only)}
+        videos |= {v.id for v in training_videos(dataset, train, protocol.get("unseen_in_training", "remove"), last_only,
+                                                 protocol.get("double_labels", "keep"))}
         videos |= {v.id for v in scored_videos(dataset, test, bool(protocol.get("score_all_test_videos")), last_only)}
     return sorted(videos)
 
@@ -180,7 +211,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         train, test = closed_set_views(dataset, last_only=last_only)
     else:
         train, test = zero_shot_views(dataset, split, protocol.get("unseen_in_training", "remove"), last_only,
-                                      bool(protocol.get("score_all_test_videos")))
+                                      bool(protocol.get("score_all_test_videos")), protocol.get("double_labels", "keep"))
     name, variant = spec["method"], spec.get("variant", "default")
     config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
     ledger = Ledger()
@@ -197,8 +228,8 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         detections = method.predict(test)
     timings = {phase: cost.wall_s for phase, cost in ledger.phases.items()}
 
-    notes = list(test.notes)
-    external = _external_scores(data)
+    notes = list(test.notes) + ([data["assumed"]] if data.get("assumed") else [])
+    external = _external_scores(data, dataset, test)
     if protocol.get("external_classifier", "none") != "none":
         if external is None:
             raise InputError("protocol external_classifier is on but no external classifier scores exist")
@@ -222,7 +253,8 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         "predictions": detections,
         "timings": timings,
         "extra": {"notes": notes, "synthetic": dataset.synthetic, "split": None if split is None else {
-                      "seen": len(split.seen), "unseen": len(split.unseen), "source": split.source},
+                      "seen": len(split.seen), "unseen": len(split.unseen), "source": split.source,
+                      "leaks": list(test.notes)},  # the double-label pairs the split separates
                   "train_videos": len(train.videos), "test_videos": len(test.videos), "eval_meta": result.meta,
                   "config": config_dict(config),  # the effective config: variant and profile hparams applied
                   "compute": ledger.record(),  # wall/CPU seconds and optimizer steps, shared artifacts charged
@@ -230,9 +262,11 @@ def run_job(spec: dict, job_dir: Path) -> dict:
     }
 
 
-def _external_scores(data: dict) -> dict | None:
+def _external_scores(data: dict, dataset: Dataset, test) -> dict | None:
     path = data.get("external_scores")
-    return read_external_scores(path) if path and Path(path).exists() else None
+    if not (path and Path(path).exists()):
+        return None
+    return read_external_scores(path, dataset.annotations.classes, [v.id for v in test.videos])
 
 
 def _map_metrics(result, prefix: str = "") -> dict[str, float]:

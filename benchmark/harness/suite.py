@@ -36,6 +36,8 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
           - {label: No mask, method: stale, variant: mask_none, paper: [table4_representation_masking, no_mask]}
           - {label: clean, method: stale, protocol: {external_classifier: stale_best_score}}
           - {label: STALE GT labels, method: stale, metrics_from: gt_labels/}   # an analysis of the same jobs
+          - {label: no leak, method: stale, leaky_splits: exclude}   # only the jobs whose split separates no
+                                         # double-labelled class pair (include, the default | exclude | only)
     figures:                             # optional, builders registered in benchmark.harness.report
       - {name: table1_bars, builder: metric_bars, table: table1, metric: mAP_avg, description: one line}
     claims:                              # optional: the paper's qualitative claims, tested in reports/<suite>/claims.md
@@ -71,7 +73,7 @@ Code version (``code_version()``): sha256 over the path and bytes of every file 
 ``benchmark/`` and ``methods/`` as they are on disk, i.e. the git tree hash idea *including*
 uncommitted edits (a dirty tree must not reuse results of the committed one). It works the same
 for a git clone and an installed package. Left out, because they cannot change a number:
-``benchmark/suites/`` (their content that matters is in every spec), ``benchmark/harness/report.py``,
+``benchmark/suites/`` (their content that matters is in every spec), ``benchmark/harness/report.py``, ``combined.py``,
 ``benchmark/evaluation/plots.py`` (tables and figures are drawn from the records) and
 ``benchmark/perf/``. ``ZSTAD_CODE_VERSION`` pins it (tests; deliberately reusing results).
 """
@@ -101,7 +103,8 @@ _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "split
              "protocol", "run", "methods", "tables", "figures", "claims", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
                "seeds", "hparams", "compare", "cost", "enabled")
-_ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to")
+_ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to", "leaky_splits")
+LEAKY_SPLITS = ("include", "exclude", "only")
 _CLAIM_KEYS = ("id", "statement", "where", "table", "setting", "metric", "a", "b", "direction", "note")
 DIRECTIONS = ("greater", "less")
 
@@ -120,6 +123,7 @@ class Row:
     # read the job's metrics under this prefix (an analysis of the same jobs, e.g. "gt_labels/")
     metrics_from: str = ""
     compare_to: str | None = None  # this row's reference in the table's paired comparison (default: compare.to)
+    leaky_splits: str = "include"  # exclude / only: the jobs whose split separates a double-labelled class pair
 
 
 @dataclass(frozen=True)
@@ -332,7 +336,8 @@ def _data(m: dict, check: _Checker) -> dict:
     check.choice(data.get("source"), "data.source", DATA_SOURCES)
     check.mapping(data.get("synthetic") or {}, "data.synthetic")
     real = check.mapping(data.get("real") or {}, "data.real")
-    check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "text_encoder", "external_scores"), "data.real")
+    check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "feature_fps", "text_encoder",
+                      "external_scores"), "data.real")
     if data["source"] == "real" and not (real.get("root") or (real.get("annotations") and real.get("features"))):
         check.fail("data.real", "real data needs a root (--data-root) or annotations and features (--annotations/--features)")
     return data
@@ -418,7 +423,8 @@ def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
         check.fail(f"{where}.metrics_from", f"expected a metric prefix such as 'gt_labels/', got {prefix!r}")
     return Row(label=str(r.get("label", f"{method}/{variant}")), method=method, variant=variant,
                paper=tuple(paper) if paper else None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"),
-               metrics_from=prefix, compare_to=r.get("compare_to"))
+               metrics_from=prefix, compare_to=r.get("compare_to"),
+               leaky_splits=check.choice(r.get("leaky_splits", "include"), f"{where}.leaky_splits", LEAKY_SPLITS))
 
 
 def _figures(m: dict, tables: set[str], check: _Checker) -> tuple[dict, ...]:
@@ -630,7 +636,8 @@ def _dir_digest(root: str, patterns: tuple[str, ...]) -> str:
 
 CODE_ROOT = Path(__file__).resolve().parents[2]
 CODE_DIRS = ("benchmark", "methods")
-CODE_EXCLUDED = ("benchmark/suites", "benchmark/harness/report.py", "benchmark/evaluation/plots.py", "benchmark/perf")
+CODE_EXCLUDED = ("benchmark/suites", "benchmark/harness/report.py", "benchmark/harness/combined.py",
+                 "benchmark/evaluation/plots.py", "benchmark/perf")
 
 
 def code_version(root: Path = CODE_ROOT) -> str:
