@@ -128,6 +128,17 @@ def test_thumos_gtad_annotations_take_durations_from_the_features(thumos_layout,
     (record,) = thumos_records(tmp_path)
     assert any("durations assumed: T_raw / 1.5" in note for note in record["extra"]["notes"])
     assert record["extra"]["test_videos"] > 0
+    database = json.loads((shared_data / "thumos14/thumos14.json").read_text())["database"]
+    assumed = record["runtime"]["data"]["durations"]
+    assert len(assumed) == 410 and all(abs(d - database[vid]["duration"]) <= 1 / 1.5 for vid, d in assumed.items())
+    victim = root / "features" / "video_validation_0000051.npy"  # a training video: its duration is unknown too
+    moved = victim.with_suffix(".away")
+    victim.rename(moved)
+    try:
+        done = run_all(root, clip, tmp_path, suite="zs_thumos14", data=data + ["--feature-fps", "1.5"])
+    finally:
+        moved.rename(victim)
+    assert done.returncode == 2 and "video_validation_0000051" in done.stderr and "have no features" in done.stderr
 
 
 def test_thumos_missing_feature_file_stops_the_run_in_one_line(thumos_layout, tmp_path):

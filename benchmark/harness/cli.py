@@ -32,6 +32,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", type=Path, help="real data: feature folder or HDF5 file (with --annotations)")
     p.add_argument("--feature-fps", type=float, help="real data whose annotations give no durations (G-TAD's "
                    "thumos_gt.json): feature rows per second; each duration is taken as T_raw / this")
+    p.add_argument("--external-scores", type=Path, help="real data: the external video classifier of the label-fusion "
+                   "audit rows (stale_best_score.json, or THUMOS14's uNet_test.npy); default: the file under --data-root")
     p.add_argument("--split-lists", type=Path, help="import the class splits from these published lists")
     p.add_argument("--clip-model", default="ViT-B-16",
                    help="real data: open_clip model name or model-config JSON of the text tower (default ViT-B-16)")
@@ -96,6 +98,10 @@ def suite_overrides(args) -> dict:
         raise InputError("--annotations and --features go together (or give --data-root)")
     real = {k: str(v.resolve()) for k, v in (("root", args.data_root), ("annotations", args.annotations),
                                             ("features", args.features)) if v is not None}
+    if args.external_scores is not None:
+        if not real:
+            raise InputError("--external-scores goes with real data (--data-root, or --annotations and --features)")
+        real["external_scores"] = str(args.external_scores.resolve())
     if args.feature_fps is not None and not real:
         raise InputError("--feature-fps goes with real data (--data-root, or --annotations and --features)")
     if real:

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import InputError
-from benchmark.harness.report import _fmt, job_frame, summary_frame
+from benchmark.harness.report import fmt_cell, job_frame, summary_frame
 from benchmark.harness.store import load_records
 from benchmark.harness.suite import Suite, Table
 
@@ -73,7 +73,7 @@ def build_combined(suites: list[Suite], name: str, results_dir: str | Path, repo
         shown[f"{label} n"] = [f"{ok}/{jobs}" if h else "" for h, ok, jobs
                                in zip(here, frame[f"{label} ok"], frame[f"{label} jobs"])]
         for m in table.metrics:
-            shown[f"{label} {m}"] = [_fmt(a, b, n, digits) if h else "" for h, a, b, n in zip(
+            shown[f"{label} {m}"] = [fmt_cell(a, b, n, digits) if h else "" for h, a, b, n in zip(
                 here, frame[f"{label} {m} mean"], frame[f"{label} {m} std"], frame[f"{label} {m} n"])]
             if f"paper {label} {m}" in frame:
                 shown[f"paper {label} {m}"] = frame[f"paper {label} {m}"].map(lambda v: "" if pd.isna(v) else str(v))

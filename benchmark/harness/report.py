@@ -37,7 +37,7 @@ import yaml
 
 from benchmark.errors import InputError
 from benchmark.evaluation.stats import holm, paired_comparison, summarise
-from benchmark.harness.store import DEFAULT_RESULTS, load_records
+from benchmark.harness.store import DEFAULT_RESULTS, NO_DETECTIONS, load_records
 from benchmark.harness.suite import Claim, Suite, Table, cells, data_identity, plan, spec_hash
 
 DEFAULT_REPORTS = Path("reports")
@@ -235,6 +235,7 @@ def job_frame(suite: Suite, table: Table, records: list[dict]) -> pd.DataFrame:
             data = (rec or {"spec": spec})["spec"]["data"]
             line["data"] = describe_data(data, spec["dataset"])
             line["source"] = f"{data['source']} data"
+            line["leaks"] = bool(rec and (rec["extra"].get("split") or {}).get("leaks"))
             lines.append(line)
     return pd.DataFrame(lines)
 
@@ -302,7 +303,7 @@ def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str)
             "paired t p": c.t_pvalue, "pairs": c.n}
 
 
-def _fmt(mean: float, std: float, n: int, digits: int) -> str:
+def fmt_cell(mean: float, std: float, n: int, digits: int) -> str:
     if n == 0:
         return "—"
     if n == 1 or math.isnan(std):
@@ -310,11 +311,21 @@ def _fmt(mean: float, std: float, n: int, digits: int) -> str:
     return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> str:
+def leak_note(jobs: pd.DataFrame) -> list[str]:
+    """The table's class splits that separate a double-labelled class pair, as one line (none: no line)."""
+    leaky = jobs[jobs["leaks"]].groupby("setting")["split"].unique() if len(jobs) else {}
+    if not len(leaky):
+        return []
+    return ["", "Class splits with a double-label leak (training sees instances of an unseen class, DESIGN.md §1 "
+            "pitfall 5): " + "; ".join(f"{setting} split {', '.join(map(str, sorted(splits)))}"
+                                       for setting, splits in leaky.items()) + "."]
+
+
+def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int, notes: list[str] = ()) -> str:
     shown = pd.DataFrame({"setting": summary["setting"], "method": summary["row"]})
     shown["n"] = [f"{ok}/{jobs}" for ok, jobs in zip(summary["ok"], summary["jobs"])]
     for m in table.metrics:
-        shown[m] = [_fmt(a, b, n, digits) for a, b, n in zip(summary[f"{m} mean"], summary[f"{m} std"], summary[f"{m} n"])]
+        shown[m] = [fmt_cell(a, b, n, digits) for a, b, n in zip(summary[f"{m} mean"], summary[f"{m} std"], summary[f"{m} n"])]
     for col in summary.columns:
         if col.startswith("Δ ") or col.startswith("relative Δ"):
             fmt = "{:." + str(digits) + "f}" if col.startswith("Δ") else "{:.0%}"
@@ -344,7 +355,7 @@ def markdown(table: Table, summary: pd.DataFrame, title: str, digits: int) -> st
            "uses it, whether it built it or found it cached. Training column: per trained model, the mean "
            "epochs and the jobs whose held-out seen-class loss stopped improving (the shared convergence rule) "
            "out of the jobs; the others reached the cap." if table.cost else ""),
-        "", shown.to_markdown(index=False, disable_numparse=True), ""]
+        *notes, "", shown.to_markdown(index=False, disable_numparse=True), ""]
     return "\n".join(lines)
 
 
@@ -475,10 +486,9 @@ def write_claims(suite: Suite, frames: dict[str, pd.DataFrame], reference: dict 
 
 
 def run_facts(records: list[dict]) -> list[str]:
-    """Wall time and hardware of the suite's newest ok records (first job start to last job end), per code
+    """Wall time and hardware of the planned jobs' ok records (first job start to last job end), per code
     version: a run that re-ran only some jobs after a code change shows as two runs."""
-    used = [r for r in newest(records, "ok").values()
-            if r.get("provenance", {}).get("start_time") and r.get("timings")]
+    used = [r for r in records if r.get("provenance", {}).get("start_time") and r.get("timings")]
     if not used:
         return ["No finished jobs yet."]
     runs: dict[str, list[dict]] = {}
@@ -510,15 +520,26 @@ def failed_jobs(suite: Suite, records: list[dict]) -> list[str]:
     return lines
 
 
+def planned_records(suite: Suite, records: list[dict]) -> list[dict]:
+    """The newest ok record of every planned job of ``suite`` (not of other profiles' jobs in the store)."""
+    ok = newest(records, "ok")
+    return [ok[job.spec_hash] for job in plan(suite) if job.spec_hash in ok]
+
+
 def leaky_splits(records: list[dict]) -> list[str]:
     """One line per setting whose class splits separate a double-labelled class pair (DESIGN.md §1,
-    pitfall 5): the split indices and the pairs, from the ok records' ``extra.split.leaks``."""
+    pitfall 5): the split indices and the pairs, from the records' ``extra.split.leaks``."""
     leaks: dict[str, dict[int, set]] = {}
-    for rec in newest(records, "ok").values():
+    for rec in records:
         for note in (rec["extra"].get("split") or {}).get("leaks") or []:
             leaks.setdefault(rec["spec"]["setting"], {}).setdefault(rec["spec"]["split"]["index"], set()).add(note)
     return [f"- {setting}: splits {', '.join(map(str, sorted(by_split)))} "
             f"({'; '.join(sorted(set().union(*by_split.values())))})" for setting, by_split in sorted(leaks.items())]
+
+
+def without_detections(records: list[dict]) -> list[str]:
+    """One line per job that detected nothing on any test video (a collapsed model; recorded "ok")."""
+    return [f"- `{rec['labels'][0]}`" for rec in records if NO_DETECTIONS in rec["extra"].get("notes", [])]
 
 
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
@@ -537,7 +558,7 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         frames[table.name] = jobs
         csv, md = out_dir / f"{table.name}.csv", out_dir / f"{table.name}.md"
         summary.to_csv(csv, index=False)
-        md.write_text(markdown(table, summary, title, digits))
+        md.write_text(markdown(table, summary, title, digits, leak_note(jobs)))
         written += [csv, md]
         index.append(f"- [{table.name}]({md.name}) ([csv]({csv.name})) — {table.description or table.title}"
                      f" ({int(summary['ok'].sum())}/{int(summary['jobs'].sum())} jobs ok)")
@@ -562,7 +583,8 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         figure_lines.append(f"- {fig['name']} ({links}) — {fig.get('description', '')}")
     sources = "; ".join(sorted({s for f in frames.values() for s in f["source"]}))
     failures = failed_jobs(suite, records)
-    leaks = leaky_splits(records)
+    planned = planned_records(suite, records)
+    leaks, empty = leaky_splits(planned), without_detections(planned)
     readme = out_dir / "README.md"
     readme.write_text("\n".join([
         f"# Reports: {suite.name} (profile {suite.profile}) — {sources}", "",
@@ -578,7 +600,10 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
           if leaks else []),
         *(["## Failed jobs", "", "Their tracebacks are in `results/<suite>/<key>/job.log`.", "", *failures, ""]
           if failures else []),
+        *(["## Jobs without a single detection", "", "Finished, but the model detected nothing on any test video "
+           "(mAP 0 in every table): a collapsed model, not a measurement of the method at its best.", "", *empty, ""]
+          if empty else []),
         *(["## Figures", "", *figure_lines, ""] if figure_lines else []),
-        "## Run", "", *run_facts(records), "",
+        "## Run", "", *run_facts(planned), "",
     ]))
     return written + [readme]

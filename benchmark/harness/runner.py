@@ -34,6 +34,7 @@ from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.compute import Ledger
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
+from benchmark.harness.store import NO_DETECTIONS
 from benchmark.harness.suite import plan
 from benchmark.text.clip import TextEncoderConfig, class_embeddings
 from methods.label_fusion import NOT_ZERO_SHOT, external_video_scores, fuse_labels, read_external_scores
@@ -111,7 +112,8 @@ def _real_paths(real: dict, files: dict) -> dict:
     annotations = Path(real.get("annotations") or root / files["annotations"])
     features = Path(real.get("features") or root / "features")
     scores = real.get("external_scores") or (root / files["external_scores"] if root else None)
-    for what, path in (("annotations", annotations), ("features", features)):
+    named = [("external scores", Path(real["external_scores"]))] if real.get("external_scores") else []
+    for what, path in [("annotations", annotations), ("features", features)] + named:
         if not path.exists():
             raise InputError(f"real data: {what} not found at {path} (see README, 'Running on real data')")
     return {"annotations": str(annotations), "features": str(features),
@@ -130,7 +132,11 @@ def _assumed_durations(facts: dict, feature_fps: float | None) -> dict:
         raise InputError(f"{facts['annotations']}: {len(without)} videos have no duration (e.g. {without[0]}); give the "
                          f"features' rows per second (--feature-fps) to take each duration as T_raw / fps")
     store = open_feature_store(facts["features"])
-    durations = {vid: store.read(vid).shape[0] / feature_fps for vid in without if vid in store}
+    missing = [vid for vid in without if vid not in store]
+    if missing:
+        raise InputError(f"{facts['features']}: {len(missing)} videos of {facts['annotations']} have no features (their "
+                         f"durations come from the features), e.g. {', '.join(missing[:5])}")
+    durations = {vid: store.read(vid).shape[0] / feature_fps for vid in without}
     return {"durations": durations,
             "assumed": f"durations assumed: T_raw / {feature_fps:g} feature rows per second ({facts['annotations']} "
                        f"gives none; {len(durations)} videos)"}
@@ -229,6 +235,8 @@ def run_job(spec: dict, job_dir: Path) -> dict:
     timings = {phase: cost.wall_s for phase, cost in ledger.phases.items()}
 
     notes = list(test.notes) + ([data["assumed"]] if data.get("assumed") else [])
+    if not any(detections.values()):
+        notes.append(NO_DETECTIONS)
     external = _external_scores(data, dataset, test)
     if protocol.get("external_classifier", "none") != "none":
         if external is None:

@@ -32,6 +32,8 @@ STATUSES = ("ok", "failed", "timeout")
 SCHEMA = 1
 PACKAGES = ("zstad-bench", "torch", "numpy", "scipy", "pandas", "open_clip_torch", "h5py", "submitit")
 DEFAULT_RESULTS = Path("results")
+# the note an ok record carries when the method detected nothing at all (a collapsed model); reports list such jobs
+NO_DETECTIONS = "no detections on any test video"
 
 
 class StoreError(InputError):

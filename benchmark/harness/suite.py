@@ -593,7 +593,7 @@ def data_identity(spec: dict) -> str:
     if data["source"] == "synthetic":
         parts.append("synthetic:" + canonical_json({k: v for k, v in data.items() if k != "source"}))
     else:
-        for key in ("annotations", "video_info"):
+        for key in ("annotations", "video_info", "external_scores"):
             if data.get(key):
                 parts.append(f"{key}={_file_digest(str(Path(data[key]).resolve()))}")
         for key in ("root", "features"):
@@ -601,7 +601,7 @@ def data_identity(spec: dict) -> str:
                 root = Path(data[key]).resolve()
                 parts.append(f"{key}={root}")
                 if key == "root":
-                    parts.append(f"root_files={_dir_digest(str(root), ('*.json', '*.csv'))}")
+                    parts.append(f"root_files={_dir_digest(str(root), ('*.json', '*.csv', '*.npy'))}")
     if spec["split"].get("lists") == "imported":
         parts.append(f"lists={_dir_digest(str(Path(spec['split']['lists_dir']).resolve()), ('**/*.list', '**/*.json'))}")
     return "|".join(parts)
