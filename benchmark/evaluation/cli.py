@@ -15,10 +15,8 @@ from tabulate import tabulate
 
 from benchmark.data.annotations import Annotations, load_annotations
 from benchmark.errors import InputError
-from benchmark.evaluation.detection import (
-    ACTIVITYNET_TIOU, THUMOS_TIOU, evaluate_detection, load_predictions, parse_tiou, tiou_key,
-)
-from benchmark.evaluation.proposals import evaluate_proposals
+from benchmark.evaluation.detection import ACTIVITYNET_TIOU, THUMOS_TIOU, evaluate_detection, parse_tiou, tiou_key
+from benchmark.evaluation.predictions import load_predictions
 from benchmark.evaluation.segments import SegmentTable
 
 TIOU_HELP = (
@@ -77,6 +75,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_proposal_recall(args: argparse.Namespace) -> int:
+    from benchmark.evaluation.proposals import evaluate_proposals  # pandas: not on the path of `evaluate`
+
     annotations, thresholds, gt = _inputs(args)
     proposals = load_predictions(args.pred, annotations, require_label=False)
     result = evaluate_proposals(gt, proposals, thresholds, max_avg_nr_proposals=args.max_avg_proposals)

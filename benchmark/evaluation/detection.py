@@ -36,24 +36,16 @@ Corner cases, documented because they decide numbers:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from benchmark.data.annotations import Annotations, read_json
 from benchmark.errors import InputError
 from benchmark.evaluation.segments import SegmentTable, paired_tiou
 
 # Exactly the official defaults (np.linspace, so the thresholds are the same floats).
 ACTIVITYNET_TIOU = np.linspace(0.5, 0.95, 10)
 THUMOS_TIOU = np.linspace(0.3, 0.7, 5)
-
-
-class PredictionError(InputError):
-    """A malformed prediction file; the message is one line naming the file (and video)."""
 
 
 def parse_tiou(text: str) -> np.ndarray:
@@ -78,61 +70,6 @@ def parse_tiou(text: str) -> np.ndarray:
 def tiou_key(threshold: float) -> str:
     """The JSON/table name of a threshold: 0.6000000000000001 -> '0.6'."""
     return f"{threshold:g}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Reading predictions
-# ---------------------------------------------------------------------------------------------
-
-def load_predictions(path: str | Path, annotations: Annotations | None = None, require_label: bool = True) -> SegmentTable:
-    """Read an ActivityNet submission ``{"results": {video: [{"segment", "label", "score"}]}}``.
-
-    With ``annotations``, video ids are resolved against the GT (``v_`` prefix or not); ids the GT
-    does not know are kept as written (their predictions are false positives). Proposal files have
-    no labels: pass ``require_label=False`` and the label column is empty strings. A reversed
-    segment (end < start) is an error here, where the official code would quietly score it.
-    """
-    path = Path(path)
-    raw = read_json(path, PredictionError)
-    if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict):
-        raise PredictionError(f"{path}: expected a JSON object with a 'results' object (ActivityNet submission format)")
-
-    videos, t0, t1, labels, scores = [], [], [], [], []
-    for written_id, entries in raw["results"].items():
-        vid = written_id if annotations is None else annotations.resolve_video_id(written_id) or written_id
-        if not isinstance(entries, list):
-            raise PredictionError(f"{path}: video {written_id}: expected a list of predictions")
-        for entry in entries:
-            start, end, label, score = _prediction(entry, path, written_id, require_label)
-            videos.append(vid)
-            t0.append(start)
-            t1.append(end)
-            labels.append(label)
-            scores.append(score)
-    return SegmentTable(
-        np.array(videos, dtype=str), np.array(t0, dtype=np.float64), np.array(t1, dtype=np.float64),
-        np.array(labels, dtype=str), np.array(scores, dtype=np.float64),
-    )
-
-
-def _prediction(entry, path: Path, vid: str, require_label: bool) -> tuple[float, float, str, float]:
-    try:
-        segment, score = entry["segment"], entry["score"]
-        start, end = segment
-        label = entry["label"] if require_label else entry.get("label", "")
-    except (KeyError, TypeError, ValueError):
-        needs = "segment [start, end], label and score" if require_label else "segment [start, end] and score"
-        raise PredictionError(f"{path}: video {vid}: prediction without {needs}: {entry!r}") from None
-    numbers = []
-    for what, value in (("segment start", start), ("segment end", end), ("score", score)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise PredictionError(f"{path}: video {vid}: {what} is not a finite number: {value!r}")
-        numbers.append(float(value))
-    if numbers[1] < numbers[0]:
-        raise PredictionError(f"{path}: video {vid}: segment [{start}, {end}] has negative length")
-    if not isinstance(label, str) or (require_label and not label):
-        raise PredictionError(f"{path}: video {vid}: label must be a non-empty string, got {label!r}")
-    return numbers[0], numbers[1], label, numbers[2]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -229,7 +166,7 @@ def evaluate_detection(gt: SegmentTable, pred: SegmentTable, tiou_thresholds=ACT
         classes=len(groups.classes),
         predictions_evaluated=int(known.sum()),
         predictions_ignored_label=int((~known).sum()),
-        ignored_labels=len(pd.unique(pred.label[~known])),
+        ignored_labels=len(np.unique(pred.label[~known])),
         predictions_on_videos_without_gt=int((known & (groups.pred_video < 0)).sum()),
     )
 
@@ -267,8 +204,8 @@ def _require_scores(pred: SegmentTable) -> None:
 class _Groups:
     """Predictions and GT as integer (class, video) group ids, and the order they are matched in."""
 
-    classes: pd.Index  # the GT's classes, sorted
-    gt_videos: pd.Index  # videos with GT
+    classes: np.ndarray  # the GT's classes, sorted
+    gt_videos: np.ndarray  # videos with GT, sorted
     gt_class: np.ndarray  # [G] position in classes
     pred_class: np.ndarray  # [P] position in classes, -1: a label without GT
     pred_video: np.ndarray  # [P] position in gt_videos, -1: a video without GT
@@ -279,16 +216,33 @@ class _Groups:
     @classmethod
     def of(cls, gt: SegmentTable, pred: SegmentTable) -> "_Groups":
         # Strings become integer codes once.
-        classes = pd.Index(np.unique(gt.label))
-        gt_videos = pd.Index(pd.unique(gt.video))
-        gt_class, pred_class = classes.get_indexer(gt.label), classes.get_indexer(pred.label)
-        gt_video, pred_video = gt_videos.get_indexer(gt.video), gt_videos.get_indexer(pred.video)
-        # One sort for all classes: by class, then by descending score (stable, see module doc on ties).
+        classes, gt_videos = np.unique(gt.label), np.unique(gt.video)
+        gt_class, pred_class = _positions(classes, gt, "label"), _positions(classes, pred, "label")
+        gt_video, pred_video = _positions(gt_videos, gt, "video"), _positions(gt_videos, pred, "video")
+        # By class, then by descending score, ties in file order (module doc): a stable sort by score, then a
+        # stable one by class (a radix sort while the class codes fit 16 bits: 10x faster than np.lexsort).
         order = np.flatnonzero(pred_class >= 0)
-        order = order[np.lexsort((-pred.score[order], pred_class[order]))]
+        order = order[np.argsort(-pred.score[order], kind="stable")]
+        order = order[np.argsort(pred_class[order].astype(np.int16 if len(classes) < 2**15 else np.int64), kind="stable")]
         gt_key = gt_class * len(gt_videos) + gt_video
         pred_key = np.where(pred_video[order] < 0, -1, pred_class[order] * len(gt_videos) + pred_video[order])
         return cls(classes, gt_videos, gt_class, pred_class, pred_video, order, gt_key, pred_key)
+
+
+def _positions(names: np.ndarray, table: SegmentTable, column: str) -> np.ndarray:
+    """The position of each value of ``table``'s ``column`` in the sorted array ``names``, -1 where it is not
+    there; through the table's factorisation of the column when it has one (the few distinct values)."""
+    if column in table.factors:
+        values, codes = table.factors[column]
+        return _search(names, values)[codes]
+    return _search(names, getattr(table, column))
+
+
+def _search(names: np.ndarray, values: np.ndarray) -> np.ndarray:
+    if len(names) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    at = np.minimum(np.searchsorted(names, values), len(names) - 1)
+    return np.where(names[at] == values, at, -1)
 
 
 def _match(gt: SegmentTable, pred: SegmentTable, groups: _Groups, thresholds: np.ndarray) -> np.ndarray:
@@ -311,8 +265,11 @@ def _match(gt: SegmentTable, pred: SegmentTable, groups: _Groups, thresholds: np
     gt_key_sorted = gt_key[gt_order]
     first_gt = np.searchsorted(gt_key_sorted, pred_key, side="left")
     n_group_gt = np.searchsorted(gt_key_sorted, pred_key, side="right") - first_gt
-    # Predictions in a group without GT stay false positives; the rest need matching.
-    matchable = np.flatnonzero(n_group_gt > 0)
+    # Predictions in a group without GT stay false positives. In a group with one GT (most groups: a video
+    # rarely holds two instances of a class), the first prediction in score order that reaches the threshold
+    # takes it: no rounds needed.
+    _match_single(gt, pred_t0, pred_t1, pred_key, np.flatnonzero(n_group_gt == 1), gt_order, first_gt, thresholds, matched)
+    matchable = np.flatnonzero(n_group_gt > 1)
     if len(matchable) == 0:
         return matched
 
@@ -351,3 +308,21 @@ def _match(gt: SegmentTable, pred: SegmentTable, groups: _Groups, thresholds: np
         locked[k, won] = True
         matched[k, preds[first + j]] = won
     return matched
+
+
+def _match_single(gt: SegmentTable, pred_t0, pred_t1, pred_key, rows, gt_order, first_gt, thresholds, matched) -> None:
+    """The matching of the predictions ``rows`` (positions in ``pred_key``), whose group has exactly one GT: at
+    each threshold, the group's first prediction (score order) with tIoU >= threshold takes it. Writes ``matched``."""
+    if len(rows) == 0:
+        return
+    rows = rows[np.argsort(pred_key[rows], kind="stable")]  # group by group, score order inside
+    the_gt = gt_order[first_gt[rows]]
+    tiou = paired_tiou(pred_t0[rows], pred_t1[rows], gt.t0[the_gt], gt.t1[the_gt])
+    tiou[np.isnan(tiou)] = np.inf  # 0/0: a match at every threshold (module doc)
+    hit = tiou[None, :] >= thresholds[:, None]  # [K, rows]
+    keys = pred_key[rows]
+    group_start = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+    hits = np.cumsum(hit, axis=1)
+    before = np.repeat(hits[:, group_start] - hit[:, group_start], np.diff(np.r_[group_start, len(rows)]), axis=1)
+    k, j = np.nonzero(hit & (hits - before == 1))
+    matched[k, rows[j]] = the_gt[j]

@@ -1,7 +1,7 @@
 """Temporal segments as flat arrays, and their pairwise tIoU — the currency of every metric."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -39,6 +39,9 @@ class SegmentTable:
     t1: np.ndarray  # [N] float64 seconds
     label: np.ndarray  # [N] str
     score: np.ndarray | None = None  # [N] float64, predictions only
+    # Optional, e.g. from a file reader: column name -> (names, codes) with names[codes] equal to the column,
+    # so that lookups work on the few names instead of every row (evaluation/detection.py).
+    factors: dict = field(default_factory=dict, compare=False, repr=False)
 
     def __len__(self) -> int:
         return len(self.video)
@@ -51,6 +54,7 @@ class SegmentTable:
         return SegmentTable(
             self.video[mask], self.t0[mask], self.t1[mask], self.label[mask],
             None if self.score is None else self.score[mask],
+            {column: (names, codes[mask]) for column, (names, codes) in self.factors.items()},
         )
 
     @classmethod

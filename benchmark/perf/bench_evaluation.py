@@ -6,14 +6,21 @@ The case is synthetic and seeded: 4,926 videos with ~1.55 GT instances each over
 shape of ActivityNet v1.3 validation), 100 predictions per video (≈490k), half of them labelled with
 the video's GT class and placed near a GT instance, half random. Scores are continuous (no ties).
 
-For comparison, the independent slow reference of tests/test_detection.py (the official
-per-prediction loop, in plain Python rather than the official pandas code, so several times faster
-than the official evaluator) runs once on the same case, and the two must agree.
+Printed: the metric alone (in this process); then, with the case written as files (ActivityNet GT
+JSON, submission JSON), the whole ``python -m benchmark evaluate`` process (start, imports, parsing,
+checks, metric, output; best of 3) and, for comparison, the whole process of the independent slow
+reference of tests/test_detection.py: the official per-prediction loop transcribed in plain Python
+(json.load, then the loop; several times faster than the official pandas code). The two must agree;
+the ratio is measured in this one run, since this machine's speed drifts.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
 import time
 import tracemalloc
 from pathlib import Path
@@ -96,31 +103,81 @@ def rows(table: SegmentTable):
     return list(zip(*columns))
 
 
+def write_case(gt: SegmentTable, pred: SegmentTable, folder: Path) -> tuple[Path, Path]:
+    """The case as files: ActivityNet GT (every video in the validation subset) and a submission."""
+    database: dict = {}
+    for row in rows(gt):
+        entry = database.setdefault(row[0], {"subset": "validation", "duration": 300.0, "annotations": []})
+        entry["annotations"].append({"segment": [row[1], row[2]], "label": row[3]})
+    results: dict = {}
+    for row in rows(pred):
+        results.setdefault(row[0], []).append({"segment": [row[1], row[2]], "label": row[3], "score": row[4]})
+    gt_path, pred_path = folder / "gt.json", folder / "pred.json"
+    gt_path.write_text(json.dumps({"version": "ActivityNet v1.3 shape", "database": database, "taxonomy": []}))
+    pred_path.write_text(json.dumps({"version": "bench", "results": results, "external_data": {}}))
+    return gt_path, pred_path
+
+
+def process_seconds(command: list[str], repeats: int) -> tuple[float, str]:
+    """Best wall-clock seconds of a whole process over ``repeats`` runs, and its last output."""
+    best, out = float("inf"), ""
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def reference_process(gt_path: str, pred_path: str) -> None:
+    """The slow reference as a whole process: read both files with json, run the official loop, print Avg."""
+    reference = load_reference()
+    database = json.loads(Path(gt_path).read_text())["database"]
+    gt_rows = [(vid, a["segment"][0], a["segment"][1], a["label"]) for vid, v in database.items()
+               for a in v["annotations"]]
+    results = json.loads(Path(pred_path).read_text())["results"]
+    pred_rows = [(vid, p["segment"][0], p["segment"][1], p["label"], p["score"]) for vid, ps in results.items() for p in ps]
+    ap = reference(gt_rows, pred_rows, list(ACTIVITYNET_TIOU))
+    print(json.dumps({"average": float(np.mean([np.mean(v) for v in ap.values()]))}))
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=4926)
     parser.add_argument("--per-video", type=int, default=100)
-    parser.add_argument("--skip-reference", action="store_true", help="do not run the slow reference (a few seconds)")
+    parser.add_argument("--skip-reference", action="store_true", help="do not run the slow reference (~20 s)")
+    parser.add_argument("--reference-process", nargs=2, metavar=("GT", "PRED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.reference_process:
+        return reference_process(*args.reference_process)
 
     gt, pred = synthetic_case(args.videos, args.per_video)
     print(f"case: {args.videos} videos, {len(gt)} GT instances, {len(pred)} predictions, {N_CLASSES} classes, "
           f"{len(ACTIVITYNET_TIOU)} tIoU thresholds")
     seconds, cpu, result = timed(lambda: evaluate_detection(gt, pred, ACTIVITYNET_TIOU), repeats=3)
     memory = peak_memory_mb(lambda: evaluate_detection(gt, pred, ACTIVITYNET_TIOU))
-    print(f"detection mAP: {seconds:.3f} s wall, {cpu:.3f} s CPU (best of 3), peak memory {memory:.0f} MiB "
+    print(f"detection mAP (metric only): {seconds:.3f} s wall, {cpu:.3f} s CPU (best of 3), peak memory {memory:.0f} MiB "
           f"(tracemalloc); average mAP {result.average:.4f}")
     proposal_seconds, proposal_cpu, proposals = timed(lambda: evaluate_proposals(gt, pred, ACTIVITYNET_TIOU))
-    print(f"proposal AR-AN: {proposal_seconds:.3f} s wall, {proposal_cpu:.3f} s CPU; "
+    print(f"proposal AR-AN (metric only): {proposal_seconds:.3f} s wall, {proposal_cpu:.3f} s CPU; "
           f"AR@100 {proposals.ar_at[100]:.4f}, AUC {proposals.auc:.2f}")
 
-    reference = None if args.skip_reference else load_reference()
-    if reference is None:
-        return
-    _, slow_seconds, slow = timed(lambda: reference(rows(gt), rows(pred), list(ACTIVITYNET_TIOU)))
-    worst = max(float(np.max(np.abs(result.per_class[name] - np.array(ap)))) for name, ap in slow.items())
-    print(f"slow reference (plain-Python official loop): {slow_seconds:.2f} s CPU ({slow_seconds / cpu:.1f}x slower); "
-          f"largest per-class AP difference {worst:.1e}")
+    with tempfile.TemporaryDirectory() as folder:
+        gt_path, pred_path = write_case(gt, pred, Path(folder))
+        command = [sys.executable, "-m", "benchmark", "evaluate", "--gt", str(gt_path), "--pred", str(pred_path),
+                   "--subset", "validation"]  # as a user runs it: the table output
+        whole, out = process_seconds(command, repeats=3)
+        average = float(next(line.split()[1] for line in out.splitlines() if line.startswith("Avg"))) / 100
+        print(f"python -m benchmark evaluate, whole process: {whole:.2f} s wall (best of 3; "
+              f"{pred_path.stat().st_size / 2**20:.0f} MiB of predictions); average mAP {average:.4f}")
+        if args.skip_reference or load_reference() is None:
+            return
+        slow, out = process_seconds([sys.executable, "-m", "benchmark.perf.bench_evaluation", "--reference-process",
+                                     str(gt_path), str(pred_path)], repeats=1)
+        slow_average = json.loads(out)["average"]
+        print(f"slow reference (plain-Python official loop), whole process: {slow:.2f} s wall, {slow / whole:.1f}x the "
+              f"evaluate process; average mAP {slow_average:.4f} (evaluate prints 2 decimals of percent: "
+              f"{100 * average:.2f} vs {100 * slow_average:.2f})")
+
 
 if __name__ == "__main__":
     main()
