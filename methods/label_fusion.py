@@ -6,7 +6,7 @@ UntrimmedNet scores). In a zero-shot split that classifier has seen the unseen c
 leak (DESIGN.md §1, pitfall 1): ActivityNet 75/25 Avg mAP is about 24 with it and about 9 without.
 Every output made with it is not zero-shot.
 
-- :func:`fuse_labels` is the released rule, given the classifier's output;
+- :func:`fuse_table` (:func:`fuse_labels` on result dicts) is the released rule, given the classifier's output;
 - :func:`read_external_scores` / :func:`write_external_scores` handle its JSON format,
   ``{"v_<id>": {"class": name, "score": x}}`` (the ``stale_best_score.json`` format);
 - :func:`untrimmednet_scores` turns THUMOS14's file into that format: ``uNet_test.npy`` (G-TAD's
@@ -25,15 +25,18 @@ import json
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-from torch.nn import functional as F
 
 from benchmark.data.annotations import read_json
 from benchmark.errors import InputError
-from methods.modules.training import minibatches, seed_everything
+from benchmark.evaluation.segments import SegmentTable
+
+if TYPE_CHECKING:
+    import torch
 
 NOT_ZERO_SHOT = "not zero-shot: labels fused from an external video classifier trained on all classes"
 
@@ -120,20 +123,26 @@ def lookup(scores: dict[str, dict], video_id: str) -> dict | None:
     return scores.get(f"v_{video_id}", scores.get(video_id))
 
 
-def fuse_labels(detections: dict[str, list[dict]], scores: dict[str, dict]) -> dict[str, list[dict]]:
+def fuse_table(pred: SegmentTable, scores: dict[str, dict]) -> SegmentTable:
     """The released rule: a detection keeps its own label only if its score exceeds the classifier's
     confidence for the video; otherwise it takes the classifier's top-1 class. Detection scores are
     products of probabilities and almost never exceed it, so in practice every detection is
     relabelled. Scores and segments are unchanged; videos the file does not cover keep their labels.
     """
-    fused = {}
-    for vid, dets in detections.items():
-        entry = lookup(scores, vid)
-        if entry is None:
-            fused[vid] = dets
-            continue
-        fused[vid] = [d if d["score"] > entry["score"] else {**d, "label": entry["class"]} for d in dets]
-    return fused
+    videos, codes = pred.factors.get("video") or np.unique(pred.video, return_inverse=True)
+    entries = [lookup(scores, vid) for vid in videos.tolist()]
+    covered = np.array([e is not None for e in entries], dtype=bool)
+    confidence = np.array([e["score"] if covered[k] else 0.0 for k, e in enumerate(entries)], dtype=np.float64)
+    top = np.array([e["class"] if covered[k] else "" for k, e in enumerate(entries)], dtype=str)
+    relabel = covered[codes] & ~(pred.score > confidence[codes])
+    factors = {column: factor for column, factor in pred.factors.items() if column != "label"}
+    return replace(pred, label=np.where(relabel, top[codes], pred.label), factors=factors)
+
+
+def fuse_labels(detections: dict[str, list[dict]], scores: dict[str, dict]) -> dict[str, list[dict]]:
+    """:func:`fuse_table` on detections in the ActivityNet result format ``{video: [{"segment", "label", "score"}]}``."""
+    labels = iter(fuse_table(SegmentTable.from_detections(detections), scores).label.tolist())
+    return {vid: [{**d, "label": next(labels)} for d in dets] for vid, dets in detections.items()}
 
 
 def dominant_class(video) -> str:
@@ -148,6 +157,11 @@ def train_video_classifier(features: np.ndarray, labels: np.ndarray, num_classes
                            lr: float = 0.05, weight_decay: float = 1e-4, batch_size: int = 256,
                            seed: int = 0) -> torch.nn.Linear:
     """Multinomial logistic regression on mean-pooled snippet features ``[N, T, D] -> [N, D]``."""
+    import torch  # here, not at the top: scoring prediction files (fuse_table) runs without torch
+    from torch.nn import functional as F
+
+    from methods.modules.training import minibatches, seed_everything
+
     generator = seed_everything(seed)
     pooled = torch.as_tensor(features, dtype=torch.float32).mean(dim=1)
     model = torch.nn.Linear(pooled.shape[1], num_classes)
@@ -165,11 +179,13 @@ def train_video_classifier(features: np.ndarray, labels: np.ndarray, num_classes
     return model
 
 
-@torch.no_grad()
 def classify_videos(model: torch.nn.Linear, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(top-1 class index, its softmax probability) per video."""
-    x = (torch.as_tensor(features, dtype=torch.float32).mean(dim=1) - model.mean) / model.std
-    prob, index = model(x).softmax(-1).max(-1)
+    import torch
+
+    with torch.no_grad():
+        x = (torch.as_tensor(features, dtype=torch.float32).mean(dim=1) - model.mean) / model.std
+        prob, index = model(x).softmax(-1).max(-1)
     return index.numpy(), prob.numpy()
 
 

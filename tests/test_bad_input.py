@@ -77,6 +77,11 @@ def bad_arguments(tmp_path: Path, binary: Path) -> dict[str, list[str]]:
         "run": ["--suite", "zs_activitynet", "--profile", "smoke", "--gpus", "x,y", "--dry-run",
                 "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p")],
         "report": ["--suite", "no_such_suite", "--results-dir", str(tmp_path / "r")],
+        "score": ["--suite", "zs_thumos14", "--profile", "smoke", "--name", "x", "--predictions", str(a_file),
+                  "--results-dir", str(tmp_path / "r")],  # a file where the predictions folder should be
+        "export": ["--suite", "zs_thumos14", "--method", "stale", "--out", str(tmp_path / "e"),
+                   "--results-dir", str(tmp_path / "r")],  # nothing has run
+
         "list-methods": ["--no-such-flag"],  # takes no input: only argparse can refuse it
     }
 

@@ -1,4 +1,7 @@
 """Diagnostics (DETAD-style error analysis, oracles, localisation noise) and their figures."""
+import math
+from collections import Counter
+
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -7,7 +10,7 @@ import pytest
 
 from benchmark.evaluation import diagnostics as dg
 from benchmark.evaluation import plots
-from benchmark.evaluation.detection import evaluate_detection, match_predictions
+from benchmark.evaluation.detection import ACTIVITYNET_TIOU, evaluate_detection, match_predictions
 from benchmark.evaluation.segments import SegmentTable, tiou_matrix
 
 
@@ -212,6 +215,15 @@ def test_oracle_labels_take_the_best_overlapping_gt_label():
     np.testing.assert_array_equal(out.t0, [0, 9, 40, 0, 0, 0])
 
 
+def test_oracle_labels_emit_each_tied_class_once_in_gt_file_order():
+    gt = table([("v", 0, 10, "C"), ("v", 0, 10, "D"), ("v", 0, 10, "C"), ("v", 0, 10, "A"), ("v", 20, 30, "B")],
+               with_score=False)
+    pred = table([("v", 0, 9, "B", 0.9), ("v", 20, 29, "A", 0.8), ("v", 5, 5, "B", 0.7)])
+    out = dg.oracle_labels(pred, gt)
+    assert out.label.tolist() == ["C", "D", "A", "B", "B"]  # tIoU 0 (a point inside [0, 10]): keeps B
+    assert out.score.tolist() == [0.9, 0.9, 0.9, 0.8, 0.7]
+
+
 def test_oracle_labels_never_lower_map_of_a_confused_detector():
     gt = table([("v1", 0, 10, "A"), ("v2", 0, 10, "B")], with_score=False)
     pred = table([("v1", 1, 10, "B", 0.9), ("v2", 0, 9, "A", 0.8), ("v2", 50, 60, "A", 0.7)])
@@ -354,3 +366,242 @@ def test_every_figure_writes_png_and_pdf_and_leaks_no_state(tmp_path):
     for first, second in zip(written[3:] + written[2:3], again):
         assert [f.read_bytes() for f in first] == [f.read_bytes() for f in second]
     assert all(np.array_equal(a, b) for a, b in zip(np.random.get_state()[1:2], state[1:2]))  # numpy's state kept
+
+
+# ---------------------------------------------------------------------------------------------
+# The vectorised diagnostics against slow references: plain loops over predictions, classes and
+# videos, transcribing the per-video / per-class implementation they replaced. AP_N values are sums
+# of floats, whose order of addition is no part of their meaning: they are compared to 1e-12;
+# everything else must be equal.
+
+
+def ref_tiou(a0, a1, b0, b1):
+    intersection = max(0.0, min(a1, b1) - max(a0, b0))
+    union = (a1 - a0) + (b1 - b0) - intersection
+    return intersection / union if union else math.inf  # 0/0 (two zero-length segments): above every threshold
+
+
+def ref_overlaps(pred, gt, i):
+    """(GT row, tIoU) of every GT instance of prediction i's video, in file order."""
+    return [(j, ref_tiou(pred.t0[i], pred.t1[i], gt.t0[j], gt.t1[j]))
+            for j in range(len(gt)) if gt.video[j] == pred.video[i]]
+
+
+def ref_ranked(pred, classes):
+    """Each class's prediction rows, best score first, ties in row order (Python's sort is stable)."""
+    ranked = {c: [] for c in classes}
+    for i in sorted(range(len(pred)), key=lambda i: -pred.score[i]):
+        if pred.label[i] in ranked:
+            ranked[pred.label[i]].append(i)
+    return ranked
+
+
+def ref_ap_n(tp, n_gt, n_norm):
+    """All-point interpolated AP of one ranked list of hits, with DETAD's precision P_N = R·N / (R·N + FP)."""
+    precision, recall, hits = [], [], 0
+    for seen, hit in enumerate(tp, 1):
+        hits += bool(hit)
+        r = hits / n_gt
+        precision.append(r * n_norm / (r * n_norm + (seen - hits)))
+        recall.append(r)
+    for i in reversed(range(len(precision) - 1)):
+        precision[i] = max(precision[i], precision[i + 1])
+    ap, previous = 0.0, 0.0
+    for r, p in zip(recall, precision):
+        ap, previous = ap + (r - previous) * p, r
+    return ap
+
+
+def ref_ap_table(matched, keep, ranked, n_gt, n_norm):
+    """[K, C] AP_N of the classes of n_gt, predictions with keep[k][i] False left out at threshold k."""
+    return np.array([[ref_ap_n([matched[k, i] >= 0 for i in ranked[c] if keep[k][i]], n_gt[c], n_norm) for c in n_gt]
+                     for k in range(len(matched))])
+
+
+def ref_classes(gt):
+    return dict(sorted(Counter(gt.label.tolist()).items()))  # class -> GT count
+
+
+def ref_normalised_map(gt, pred, thresholds):
+    n_gt = ref_classes(gt)
+    matched = match_predictions(gt, pred, thresholds)
+    keep = np.ones(matched.shape, dtype=bool)
+    return ref_ap_table(matched, keep, ref_ranked(pred, n_gt), n_gt, len(gt) / len(n_gt))
+
+
+def ref_limit_predictions(gt, pred, factor):
+    n_gt = ref_classes(gt)
+    keep = np.zeros(len(pred), dtype=bool)
+    for c, rows in ref_ranked(pred, n_gt).items():
+        keep[rows[: int(n_gt[c] * factor)]] = True
+    return pred.select(keep)
+
+
+def ref_error_types(gt, pred, matched, thresholds, min_tiou=0.1):
+    out = np.zeros(matched.shape, dtype=np.int8)
+    for i in range(len(pred)):
+        pairs = ref_overlaps(pred, gt, i)
+        top = max((u for _, u in pairs), default=None)
+        same = any(u == top and gt.label[j] == pred.label[i] for j, u in pairs)
+        for k, t in enumerate(thresholds):
+            if matched[k, i] >= 0:
+                out[k, i] = dg.TRUE_POSITIVE
+            elif top is not None and top >= t:
+                out[k, i] = dg.DOUBLE_DETECTION if same else dg.WRONG_LABEL
+            elif top is not None and top >= min_tiou:
+                out[k, i] = dg.LOCALISATION if same else dg.CONFUSION
+            else:
+                out[k, i] = dg.BACKGROUND
+    return out
+
+
+def ref_false_positive_profile(gt, pred, thresholds, groups):
+    n_gt = ref_classes(gt)
+    n_norm = len(gt) / len(n_gt)
+    top = ref_limit_predictions(gt, pred, groups)
+    matched = match_predictions(gt, top, thresholds)
+    outcome = ref_error_types(gt, top, matched, thresholds)
+    ranked = ref_ranked(top, n_gt)
+    ap = ref_ap_table(matched, np.ones(matched.shape, dtype=bool), ranked, n_gt, n_norm)
+    gain = {name: ref_ap_table(matched, outcome != code, ranked, n_gt, n_norm).mean() - ap.mean()
+            for code, name in enumerate(dg.OUTCOMES) if code != dg.TRUE_POSITIVE}
+    members = [[] for _ in range(groups)]
+    for c, rows in ranked.items():
+        for rank, i in enumerate(rows):
+            members[rank // n_gt[c]].append(i)
+    fractions = [[sum(outcome[k, i] == code for k in range(len(matched)) for i in rows) / (len(matched) * len(rows))
+                  if rows else np.nan for code in range(len(dg.OUTCOMES))] for rows in members]
+    return top, outcome, np.array(fractions), ap.mean(axis=1), gain
+
+
+def ref_sensitivity(gt, pred, thresholds, durations, bins, min_precision):
+    n_gt = ref_classes(gt)
+    n_norm = len(gt) / len(n_gt)
+    matched = match_predictions(gt, pred, thresholds)
+    ranked = ref_ranked(pred, n_gt)
+    base = ref_ap_table(matched, np.ones(matched.shape, dtype=bool), ranked, n_gt, n_norm)
+    detected = np.zeros((len(matched), len(gt)), dtype=bool)
+    for c, rows in ranked.items():
+        for k in range(len(matched)):
+            hits = 0
+            for seen, i in enumerate(rows, 1):
+                if matched[k, i] >= 0:
+                    hits += 1
+                    r = hits / n_gt[c]
+                    if r * n_norm / (r * n_norm + (seen - hits)) > min_precision:
+                        detected[k, matched[k, i]] = True
+    chars = dg.gt_characteristics(gt, durations)
+    records = []
+    for name, (edges, labels) in bins.items():
+        binned = pd.cut(chars[name], edges, labels=list(labels), include_lowest=True).to_numpy()
+        for label in labels:
+            in_bin = [binned[j] == label for j in range(len(gt))]
+            map_n = fn_rate = np.nan
+            if any(in_bin):
+                keep = [all(matched[k, i] < 0 or in_bin[matched[k, i]] for k in range(len(matched)))
+                        for i in range(len(pred))]
+                n_in = dict(sorted(Counter(gt.label[j] for j in range(len(gt)) if in_bin[j]).items()))
+                map_n = ref_ap_table(matched, [keep] * len(matched), ranked, n_in, n_norm).mean()
+                fn_rate = 1.0 - detected[:, np.array(in_bin)].mean()
+            records.append((name, label, sum(in_bin), map_n, fn_rate))
+    return base.mean(), records
+
+
+def ref_oracle_labels(pred, gt):
+    rows = []
+    for i in range(len(pred)):
+        pairs = ref_overlaps(pred, gt, i)
+        top = max((u for _, u in pairs), default=0.0)
+        labels = list(dict.fromkeys(gt.label[j] for j, u in pairs if u == top)) if top > 0 else [pred.label[i]]
+        rows += [(pred.video[i], pred.t0[i], pred.t1[i], label, pred.score[i]) for label in labels]
+    return rows
+
+
+def rows_of(t: SegmentTable):
+    return list(zip(t.video.tolist(), t.t0.tolist(), t.t1.tolist(), t.label.tolist(), t.score.tolist()))
+
+
+def random_case(seed, n_predictions=150):
+    """GT and predictions with every corner case the diagnostics have a rule for: segments annotated
+    with two labels (THUMOS14), zero-length GT and predictions (0/0 tIoU), videos without GT (v3, v7,
+    v8, v9), a label without GT ("Z"), GT rows not grouped by video; seed-dependent: integer times
+    (exact tIoU ties), tied scores, a reader's factorisation of the video column."""
+    rng = np.random.default_rng(seed)
+    grid, tied_scores, factorised = seed % 3 != 2, seed % 2 == 0, seed % 2 == 1
+    classes = np.array(list("ABCDE"))
+
+    def coordinate(high):
+        return float(rng.integers(0, high)) if grid else float(rng.uniform(0, high))
+
+    gt_rows = [("v0", 5.0, 5.0, "A"), ("v1", 10.0, 20.0, "B"), ("v1", 10.0, 20.0, "C")]
+    for v in (0, 1, 2, 4, 5, 6):
+        for _ in range(rng.integers(1, 6)):
+            start, length = coordinate(40), 0.0 if rng.random() < 0.1 else 1 + coordinate(14)
+            labels = rng.choice(classes, 2 if rng.random() < 0.25 else 1, replace=False)  # a second label: same segment
+            gt_rows += [(f"v{v}", start, start + length, str(c)) for c in labels]
+    pred_rows = [("v0", 5.0, 5.0, "A"), ("v0", 5.0, 5.0, "C"), ("v1", 10.0, 20.0, "A"), ("v1", 11.0, 20.0, "B")]
+    for _ in range(max(n_predictions - len(pred_rows), 0)):
+        if rng.random() < 0.5:  # near a GT instance (or on it)
+            video, start, end, _ = gt_rows[rng.integers(len(gt_rows))]
+            start, end = start + coordinate(3) - coordinate(3), end + coordinate(3) - coordinate(3)
+        else:
+            video, start = f"v{rng.integers(10)}", coordinate(40)
+            end = start + (0.0 if rng.random() < 0.1 else coordinate(15))
+        label = "Z" if rng.random() < 0.1 else str(rng.choice(classes))
+        pred_rows.append((video, start, max(start, end), label))
+    pred_rows = pred_rows[: n_predictions]
+    scores = rng.integers(0, 8, len(pred_rows)) / 8 if tied_scores else rng.random(len(pred_rows))
+    gt = table([gt_rows[i] for i in rng.permutation(len(gt_rows))], with_score=False)
+    pred = table([(*row, float(s)) for row, s in zip(pred_rows, scores)])
+    if factorised and len(pred):
+        names, codes = np.unique(pred.video, return_inverse=True)
+        shuffle = rng.permutation(len(names))  # a reader's names need not be sorted
+        pred = SegmentTable(pred.video, pred.t0, pred.t1, pred.label, pred.score,
+                            {"video": (names[shuffle], np.argsort(shuffle)[codes])})
+    return gt, pred
+
+
+@pytest.mark.parametrize("seed, n_predictions", [(0, 150), (1, 150), (2, 150), (3, 150), (4, 60), (5, 300), (6, 0)])
+def test_vectorised_diagnostics_match_slow_references(seed, n_predictions):
+    gt, pred = random_case(seed, n_predictions)
+    thresholds = ACTIVITYNET_TIOU if seed % 2 else np.array([0.1, 0.3, 0.5, 0.7])
+    durations = {f"v{v}": (None if v == 2 else 30.0 + 5 * v) for v in range(10)}
+    tolerance = dict(rtol=0, atol=1e-12)
+
+    matched = match_predictions(gt, pred, thresholds)
+    for min_tiou in (0.1, 0.0):
+        np.testing.assert_array_equal(dg.error_types(gt, pred, matched, thresholds, min_tiou),
+                                      ref_error_types(gt, pred, matched, thresholds, min_tiou))
+    assert rows_of(dg.oracle_labels(pred, gt)) == ref_oracle_labels(pred, gt)
+    for factor in (1, 2.5):
+        assert rows_of(dg.limit_predictions(gt, pred, factor)) == rows_of(ref_limit_predictions(gt, pred, factor))
+    np.testing.assert_allclose(dg.normalised_map(gt, pred, thresholds).ap, ref_normalised_map(gt, pred, thresholds),
+                               **tolerance)
+
+    for groups in (10, 2):
+        profile = dg.false_positive_profile(gt, pred, thresholds, groups=groups)
+        top, outcome, fractions, map_n, gain = ref_false_positive_profile(gt, pred, thresholds, groups)
+        assert rows_of(profile.predictions) == rows_of(top)
+        np.testing.assert_array_equal(profile.outcome, outcome)
+        np.testing.assert_array_equal(profile.fractions.to_numpy(), fractions)
+        np.testing.assert_allclose(profile.map_n, map_n, **tolerance)
+        assert list(profile.gain) == list(gain)
+        np.testing.assert_allclose(list(profile.gain.values()), list(gain.values()), **tolerance)
+
+    for bins, min_precision in ((dg.SENSITIVITY_BINS["activitynet"], 0.05), (dg.SENSITIVITY_BINS["thumos14"], 0.3)):
+        result = dg.sensitivity(gt, pred, thresholds, durations, bins, min_precision)
+        average, records = ref_sensitivity(gt, pred, thresholds, durations, bins, min_precision)
+        np.testing.assert_allclose(result.average_map_n, average, **tolerance)
+        got = result.table
+        assert list(zip(got["characteristic"], got["bin"], got["n_gt"])) == [r[:3] for r in records]
+        np.testing.assert_allclose(got["map_n"], [r[3] for r in records], **tolerance)
+        np.testing.assert_array_equal(got["fn_rate"], [r[4] for r in records])
+
+
+def test_overlaps_are_the_same_computed_in_chunks(monkeypatch):
+    gt, pred = random_case(7, 200)
+    matched = match_predictions(gt, pred, [0.3, 0.6])
+    whole = dg.error_types(gt, pred, matched, [0.3, 0.6]), rows_of(dg.oracle_labels(pred, gt))
+    monkeypatch.setattr(dg, "_PAIRS_PER_CHUNK", 5)  # a chunk holds whole predictions, so may exceed it
+    np.testing.assert_array_equal(dg.error_types(gt, pred, matched, [0.3, 0.6]), whole[0])
+    assert rows_of(dg.oracle_labels(pred, gt)) == whole[1]

@@ -114,14 +114,14 @@ def test_pooled_fp_profile_keeps_the_groups_in_numeric_order_after_the_records_j
     from benchmark.evaluation.diagnostics import false_positive_profile
     from benchmark.evaluation.segments import SegmentTable
     from benchmark.harness.report import pooled_fp_profile
-    from benchmark.harness.runner import detad_summary
+    from benchmark.harness.scoring import detad_summary
 
     rng = np.random.default_rng(0)
     gt = SegmentTable.from_rows([("v", 10.0 * i, 10.0 * i + 5, "a") for i in range(5)], with_score=False)
     detections = {"v": [{"segment": [float(s), float(s) + 5], "label": "a", "score": float(rng.random())}
                         for s in rng.uniform(0, 50, 60)]}
     view = SimpleNamespace(gt=gt, videos=[SimpleNamespace(id="v", duration=60.0)])
-    record = json.loads(json.dumps(detad_summary(view, detections, [0.5]), sort_keys=True))
+    record = json.loads(json.dumps(detad_summary(view, SegmentTable.from_detections(detections), [0.5]), sort_keys=True))
     assert list(record["fp_fractions"]["true positive"])[:3] == ["10G", "1G", "2G"]  # what the store hands back
     pooled = pooled_fp_profile([record, record])
     assert list(pooled.fractions.index) == [f"{g}G" for g in range(1, 11)]

@@ -79,3 +79,24 @@ def test_thumos_smoke_suite_end_to_end(tmp_path):
     assert f"- 75/25: splits 0 ({leak})" in readme
     table = (tmp_path / "reports" / "zs_thumos14" / "table1_zero_shot.md").read_text()
     assert "synthetic" in table.splitlines()[0] and re.search(r"\| mAP@0\.3 +\| mAP@0\.4 ", table)
+
+    # export ours, score them back under another name: the same numbers, to the last bit (both formats)
+    for method, fmt, name in (("b1_bmn_clip", "json", "B-I again"), ("clip_training_free", "csv", "CLIP TF again")):
+        out = tmp_path / "exported" / method
+        common = ["--suite", "zs_thumos14", "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports")]
+        done = subprocess.run([sys.executable, "-m", "benchmark", "export", "--method", method, "--format", fmt, "--out",
+                               str(out), "--profile", "smoke", *common], capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert done.returncode == 0 and (out / "75_25" / f"split_0.{fmt}").is_file(), done.stderr[-2000:]
+        done = subprocess.run([sys.executable, "-m", "benchmark", "score", "--name", name, "--predictions", str(out),
+                               "--settings", "75/25", "--profile", "smoke", *common],
+                              capture_output=True, text=True, timeout=600, cwd=ROOT)
+        assert done.returncode == 0, done.stderr[-2000:]
+        scored = [json.loads(p.read_text()) for p in (tmp_path / "results" / "zs_thumos14").glob("*/record.json")]
+        (ours,) = [r for r in scored if r["spec"]["method"] == method and r["spec"]["setting"] == "75/25"
+                   and not r["labels"][0].count("+")]
+        (theirs,) = [r for r in scored if r["spec"]["method"] == f"external:{name}"]
+        assert theirs["metrics"] == {k: v for k, v in ours["metrics"].items() if k in theirs["metrics"]}
+        assert {"mAP_avg", "gt_labels/mAP_avg", "fused/mAP_avg"} <= set(theirs["metrics"]) and ours["metrics"]["mAP_avg"] > 0
+        assert theirs["per_class"] == ours["per_class"] and theirs["extra"]["diagnostics"] == ours["extra"]["diagnostics"]
+        table = (tmp_path / "reports" / "zs_thumos14" / "table1_zero_shot.md").read_text()
+        assert f"| {name} " in table

@@ -37,7 +37,7 @@ class Dataset:
 
     name: str
     annotations: Annotations
-    features: object  # a feature store from benchmark.data.features
+    features: object  # a feature store from benchmark.data.features (None: scoring prediction files only)
     T: int  # snippets per video after rescaling (100 ActivityNet, 256 THUMOS14)
     train_subset: str
     test_subset: str
@@ -64,7 +64,7 @@ class TrainView:
 @dataclass(frozen=True)
 class TestView:
     videos: list[Video]  # scored videos, with only the evaluated instances
-    features: np.ndarray  # [N, T, D] float32
+    features: np.ndarray | None  # [N, T, D] float32; None when only predictions are scored
     classes: tuple[str, ...]  # classes a prediction may name (the unseen ones in zero-shot)
     gt: SegmentTable
     T: int
@@ -158,20 +158,26 @@ def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, la
     classes = tuple(sorted(classes))
     videos = scored_videos(dataset, classes, score_all_test_videos, last_only)
     gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in videos for i in v.instances), with_score=False)
-    return TestView(videos, dataset.load([v.id for v in videos]), classes, gt, dataset.T, tuple(notes))
+    features = None if dataset.features is None else dataset.load([v.id for v in videos])
+    return TestView(videos, features, classes, gt, dataset.T, tuple(notes))
 
 
 def zero_shot_views(dataset: Dataset, split: ClassSplit, unseen_in_training: str = "remove",
                     last_only: bool = False, score_all_test_videos: bool = False,
                     double_labels: str = "keep") -> tuple[TrainView, TestView]:
-    """Training on the split's seen classes, testing on its unseen classes; the test view's notes
-    name the double-label pairs the split separates (see the module docstring)."""
+    """Training on the split's seen classes, testing on its unseen classes (:func:`zero_shot_test_view`)."""
+    test = zero_shot_test_view(dataset, split, score_all_test_videos, last_only)
+    return train_view(dataset, split.seen, unseen_in_training, last_only, double_labels), test
+
+
+def zero_shot_test_view(dataset: Dataset, split: ClassSplit, score_all_test_videos: bool = False,
+                        last_only: bool = False) -> TestView:
+    """The split's test view: its unseen classes; the notes name the double-label pairs the split
+    separates (see the module docstring). A dataset without features gives a view without them."""
     notes = double_label_leaks(split, double_label_pairs(dataset.annotations))
     for note in notes:
-        warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=2)
-    train = train_view(dataset, split.seen, unseen_in_training, last_only, double_labels)
-    test = test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)
-    return train, test
+        warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=3)
+    return test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)
 
 
 def closed_set_views(dataset: Dataset, last_only: bool = False) -> tuple[TrainView, TestView]:

@@ -217,8 +217,8 @@ class _Groups:
     def of(cls, gt: SegmentTable, pred: SegmentTable) -> "_Groups":
         # Strings become integer codes once.
         classes, gt_videos = np.unique(gt.label), np.unique(gt.video)
-        gt_class, pred_class = _positions(classes, gt, "label"), _positions(classes, pred, "label")
-        gt_video, pred_video = _positions(gt_videos, gt, "video"), _positions(gt_videos, pred, "video")
+        gt_class, pred_class = positions(classes, gt, "label"), positions(classes, pred, "label")
+        gt_video, pred_video = positions(gt_videos, gt, "video"), positions(gt_videos, pred, "video")
         # By class, then by descending score, ties in file order (module doc): a stable sort by score, then a
         # stable one by class (a radix sort while the class codes fit 16 bits: 10x faster than np.lexsort).
         order = np.flatnonzero(pred_class >= 0)
@@ -229,7 +229,7 @@ class _Groups:
         return cls(classes, gt_videos, gt_class, pred_class, pred_video, order, gt_key, pred_key)
 
 
-def _positions(names: np.ndarray, table: SegmentTable, column: str) -> np.ndarray:
+def positions(names: np.ndarray, table: SegmentTable, column: str) -> np.ndarray:
     """The position of each value of ``table``'s ``column`` in the sorted array ``names``, -1 where it is not
     there; through the table's factorisation of the column when it has one (the few distinct values)."""
     if column in table.factors:

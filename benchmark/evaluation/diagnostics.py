@@ -36,8 +36,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
-from benchmark.evaluation.detection import DetectionResult, average_precision, match_predictions, precision_recall
-from benchmark.evaluation.segments import SegmentTable, tiou_matrix
+from benchmark.evaluation.detection import DetectionResult, match_predictions, positions
+from benchmark.evaluation.segments import SegmentTable, paired_tiou
 
 # Outcome codes of a prediction at one tIoU threshold (index into OUTCOMES).
 TRUE_POSITIVE, DOUBLE_DETECTION, WRONG_LABEL, LOCALISATION, CONFUSION, BACKGROUND = range(6)
@@ -72,20 +72,6 @@ NOISE_LEVELS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5)
 # Helpers and normalised AP
 
 
-def _tiou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """tIoU with 0/0 mapped to +inf: 'above every threshold' and the best possible overlap."""
-    return np.nan_to_num(tiou_matrix(a, b), nan=np.inf)
-
-
-def _groups(*keys: np.ndarray) -> dict:
-    """Row positions per distinct key tuple, each in ascending row order."""
-    if len(keys[0]) == 0:
-        return {}
-    frame = pd.DataFrame({i: k for i, k in enumerate(keys)})
-    by = list(frame.columns) if len(keys) > 1 else 0
-    return frame.groupby(by, sort=False).indices
-
-
 def _thresholds(tiou_thresholds) -> np.ndarray:
     return np.asarray(tiou_thresholds, dtype=np.float64).reshape(-1)
 
@@ -96,20 +82,112 @@ def _require_scores(pred: SegmentTable) -> np.ndarray:
     return np.asarray(pred.score, dtype=np.float64)
 
 
-def _class_rows(pred: SegmentTable, classes) -> dict[str, np.ndarray]:
-    """Prediction rows of each class, best score first."""
-    order = np.argsort(-_require_scores(pred), kind="stable")
-    by_label = _groups(pred.label[order])
-    return {c: order[by_label[c]] if c in by_label else np.zeros(0, dtype=np.int64) for c in classes}
+@dataclass(frozen=True)
+class _Ranking:
+    """The predictions of the GT's classes ranked within their class: by class, then by descending score, ties
+    in row order (a stable sort, as detection.py's matching)."""
+
+    order: np.ndarray  # [M] prediction rows
+    cls: np.ndarray  # [M] their class (position in the sorted classes), non-decreasing
+    start: np.ndarray  # [C + 1] where each class begins in `order`
+
+    @classmethod
+    def of(cls, pred: SegmentTable, classes: np.ndarray) -> "_Ranking":
+        score = _require_scores(pred)
+        code = positions(classes, pred, "label")
+        order = np.flatnonzero(code >= 0)
+        order = order[np.argsort(-score[order], kind="stable")]
+        # then a stable sort by class: a radix sort while the codes fit 16 bits (as detection.py)
+        order = order[np.argsort(code[order].astype(np.int16 if len(classes) < 2**15 else np.int64), kind="stable")]
+        return cls(order, code[order], np.searchsorted(code[order], np.arange(len(classes) + 1)))
+
+    @property
+    def rank(self) -> np.ndarray:
+        """[M] 0-based rank of each prediction within its class."""
+        return np.arange(len(self.order)) - self.start[self.cls]
 
 
-def _ap_n(tp: np.ndarray, keep: np.ndarray, rows: dict[str, np.ndarray], n_gt: Mapping[str, int], n_norm: float) -> np.ndarray:
-    """AP_N [K, C] from tp [K, P]; ``keep`` [K, P] drops predictions (per threshold) before the curve."""
-    ap = np.zeros((tp.shape[0], len(rows)))
-    for c, (name, r) in enumerate(rows.items()):
-        for k in range(tp.shape[0]):
-            ap[k, c] = average_precision(tp[k, r][keep[k, r]], n_gt[name], n_norm)[0]
-    return ap
+@dataclass(frozen=True)
+class _Hits:
+    """The true positives of a ranking: one entry per (threshold, matched prediction), by threshold, then class,
+    then rank."""
+
+    k: np.ndarray  # [H] threshold index
+    at: np.ndarray  # [H] position in ranking.order
+    gt: np.ndarray  # [H] the matched GT row
+
+    @classmethod
+    def of(cls, matched: np.ndarray, ranking: _Ranking) -> "_Hits":
+        k, row = np.nonzero(matched >= 0)  # every matched prediction has a GT class, so is ranked
+        position = np.empty(matched.shape[1], dtype=np.int64)
+        position[ranking.order] = np.arange(len(ranking.order))
+        at = position[row]
+        by_rank = np.argsort(k * len(ranking.order) + at)  # unique keys
+        return cls(k[by_rank], at[by_rank], matched[k, row][by_rank])
+
+
+def _hit_precision(hits: _Hits, ranking: _Ranking, n_gt: np.ndarray, n_norm: float, keep: np.ndarray | None):
+    """The P_N curve of each class's ranking, at its true positives, with the predictions ``keep`` drops taken
+    out (``keep``: None, [P] the same at every threshold, or [K, P]) and the classes with n_gt 0 left out.
+
+    Returns (selected: the entries of ``hits`` kept, segment: threshold·C + class, h: hit count in the
+    segment, P_N there), computed with ``precision_recall``'s arithmetic, so bit for bit what it gives.
+    """
+    c = ranking.cls[hits.at]
+    if keep is None:
+        selected = np.flatnonzero(n_gt[c] > 0)
+        seen = (hits.at - ranking.start[c])[selected] + 1  # predictions up to this one in its class
+    else:  # seen: kept predictions up to this one in its class (cumulative count minus the class's start)
+        kept = keep[..., ranking.order]  # [M] or [K, M]
+        total = np.cumsum(kept, axis=-1)
+        before = np.concatenate([np.zeros(kept.shape[:-1] + (1,), dtype=total.dtype), total], axis=-1)
+        before = before[..., ranking.start[:-1]]  # kept predictions before each class begins
+        if kept.ndim == 1:
+            ok, seen = kept[hits.at], total[hits.at] - before[c]
+        else:
+            ok, seen = kept[hits.k, hits.at], total[hits.k, hits.at] - before[hits.k, c]
+        selected = np.flatnonzero(ok & (n_gt[c] > 0))
+        seen = seen[selected]
+    c = c[selected]
+    segment = hits.k[selected] * len(n_gt) + c
+    # h: position in the segment (hits are by threshold, class, rank) + 1
+    index = np.arange(len(segment))
+    begins = np.ones(len(segment), dtype=bool)
+    begins[1:] = segment[1:] != segment[:-1]
+    h = (index - np.maximum.accumulate(np.where(begins, index, 0)) + 1).astype(np.float64)
+    recall = h / n_gt[c]
+    return selected, segment, h, recall * n_norm / (recall * n_norm + (seen - h))
+
+
+def _suffix_max(values: np.ndarray, segment: np.ndarray) -> np.ndarray:
+    """max(values[j] for j >= i in i's segment), for non-decreasing ``segment``: by doubling steps, after each
+    of which best[i] is the max over [i, i + 2·step) within i's segment, until no segment is longer than step."""
+    best = values.copy()
+    step = 1
+    while True:
+        same = segment[step:] == segment[:-step]
+        if not same.any():
+            return best
+        best[:-step] = np.where(same, np.maximum(best[:-step], best[step:]), best[:-step])
+        step *= 2
+
+
+def _ap_n(hits: _Hits, ranking: _Ranking, n_gt: np.ndarray, n_norm: float, n_thresholds: int,
+          keep: np.ndarray | None = None) -> np.ndarray:
+    """AP_N [K, C] (``detection.average_precision`` with ``n_norm``) of every class's ranking at every
+    threshold at once; ``keep`` (None, [P] or [K, P]) drops predictions before the curve; classes with n_gt 0
+    get 0.
+
+    AP is the sum over the recall steps, i.e. the kept true positives i, of (r_i - r_{i-1}) times the
+    precision made monotone from the right, max_{j >= i} P_N(j). P_N falls at every false positive, so that
+    max is reached at a true positive: the true positives are all we visit. The terms are bit for bit those
+    of ``average_precision``; we add them in rank order where it uses numpy's pairwise sum (~1e-16 apart).
+    """
+    selected, segment, h, precision = _hit_precision(hits, ranking, n_gt, n_norm, keep)
+    n = n_gt[segment % len(n_gt)]
+    terms = (h / n - (h - 1) / n) * _suffix_max(precision, segment)
+    ap = np.bincount(segment, weights=terms, minlength=n_thresholds * len(n_gt))
+    return ap.astype(np.float64, copy=False).reshape(n_thresholds, len(n_gt))  # (int64 when there are no terms)
 
 
 def average_instances_per_class(gt: SegmentTable) -> float:
@@ -140,7 +218,8 @@ def normalised_map(gt: SegmentTable, pred: SegmentTable, tiou_thresholds, n_norm
     n_norm = average_instances_per_class(gt) if n_norm is None else float(n_norm)
     matched = match_predictions(gt, pred, tiou_thresholds)
     classes, counts = np.unique(gt.label, return_counts=True)
-    ap = _ap_n(matched >= 0, np.ones(matched.shape, dtype=bool), _class_rows(pred, classes), dict(zip(classes, counts)), n_norm)
+    ranking = _Ranking.of(pred, classes)
+    ap = _ap_n(_Hits.of(matched, ranking), ranking, counts, n_norm, len(matched))
     return NormalisedMAP(_thresholds(tiou_thresholds), tuple(str(c) for c in classes), ap, n_norm)
 
 
@@ -151,21 +230,55 @@ def normalised_map(gt: SegmentTable, pred: SegmentTable, tiou_thresholds, n_norm
 def limit_predictions(gt: SegmentTable, pred: SegmentTable, factor: float) -> SegmentTable:
     """Each class j's top-int(factor·N_j) predictions (N_j = its GT count); other labels dropped."""
     classes, counts = np.unique(gt.label, return_counts=True)
-    rows = _class_rows(pred, classes)
+    ranking = _Ranking.of(pred, classes)
+    quota = (counts * factor).astype(np.int64)  # int(): truncation
     keep = np.zeros(len(pred), dtype=bool)
-    for c, n in zip(classes, counts):
-        keep[rows[c][: int(n * factor)]] = True
+    keep[ranking.order[ranking.rank < quota[ranking.cls]]] = True
     return pred.select(keep)
 
 
-def _best_overlaps(pred: SegmentTable, gt: SegmentTable):
-    """Per video with GT: (prediction rows, GT rows, their tIoU matrix, each prediction's best tIoU)."""
-    gt_rows = _groups(gt.video)
-    for video, p in _groups(pred.video).items():
-        g = gt_rows.get(video)
-        if g is not None:
-            iou = _tiou(pred.segments[p], gt.segments[g])
-            yield p, g, iou, iou.max(axis=1)
+_PAIRS_PER_CHUNK = 1 << 20  # bounds the flat (prediction, GT) pair arrays: ~100 bytes a pair at the peak
+
+
+@dataclass(frozen=True)
+class _BestOverlaps:
+    """Each prediction's highest tIoU with the GT instances of its video (any class; 0/0 -> +inf: 'above every
+    threshold' and the best possible overlap), and the GT instances that reach it."""
+
+    rows: np.ndarray  # [R] the predictions with GT in their video, ascending
+    best: np.ndarray  # [R] their highest tIoU
+    # the (prediction, GT) pairs at the prediction's highest tIoU, by prediction row, then GT row (file order)
+    pred: np.ndarray  # [T] prediction rows
+    gt: np.ndarray  # [T] GT rows
+
+    @classmethod
+    def of(cls, pred: SegmentTable, gt: SegmentTable) -> "_BestOverlaps":
+        videos, gt_video = np.unique(gt.video, return_inverse=True)
+        pred_video = positions(videos, pred, "video")
+        gt_order = np.argsort(gt_video, kind="stable")  # GT by video, file order inside a video
+        video_count = np.bincount(gt_video, minlength=len(videos))
+        video_first = np.cumsum(video_count) - video_count  # where each video's GT begin in gt_order
+        rows = np.flatnonzero(pred_video >= 0)
+        count = video_count[pred_video[rows]]  # pairs of each prediction: one per GT of its video
+        # Flat pairs, chunk by chunk of about _PAIRS_PER_CHUNK pairs (a chunk holds whole predictions).
+        chunk = (np.cumsum(count) - 1) // _PAIRS_PER_CHUNK
+        bounds = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1], True])
+        t0, t1 = np.asarray(pred.t0, dtype=np.float64), np.asarray(pred.t1, dtype=np.float64)  # tiou_matrix's casts
+        gt_t0, gt_t1 = np.asarray(gt.t0, dtype=np.float64), np.asarray(gt.t1, dtype=np.float64)
+        best, tied_pred, tied_gt = [np.zeros(0)], [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            r, n = rows[lo:hi], count[lo:hi]
+            first = np.cumsum(n) - n  # where each prediction's pairs begin
+            pair_pred = np.repeat(r, n)  # pair j of prediction i is GT number j - first[i] of its video
+            pair_gt = gt_order[np.repeat(video_first[pred_video[r]] - first, n) + np.arange(n.sum())]
+            tiou = paired_tiou(t0[pair_pred], t1[pair_pred], gt_t0[pair_gt], gt_t1[pair_gt])
+            tiou[np.isnan(tiou)] = np.inf
+            top = np.maximum.reduceat(tiou, first)
+            at_top = np.flatnonzero(tiou == np.repeat(top, n))
+            best.append(top)
+            tied_pred.append(pair_pred[at_top])
+            tied_gt.append(pair_gt[at_top])
+        return cls(rows, np.concatenate(best), np.concatenate(tied_pred), np.concatenate(tied_gt))
 
 
 def error_types(gt: SegmentTable, pred: SegmentTable, matched: np.ndarray, tiou_thresholds, min_tiou: float = 0.1) -> np.ndarray:
@@ -182,15 +295,18 @@ def error_types(gt: SegmentTable, pred: SegmentTable, matched: np.ndarray, tiou_
     """
     thr = _thresholds(tiou_thresholds)[:, None]
     out = np.where(matched >= 0, TRUE_POSITIVE, BACKGROUND).astype(np.int8)
-    for p, g, iou, top in _best_overlaps(pred, gt):
-        same = ((iou == top[:, None]) & (pred.label[p][:, None] == gt.label[g][None, :])).any(axis=1)
-        code = np.select(
-            [top >= thr, top >= min_tiou],
-            [np.where(same, DOUBLE_DETECTION, WRONG_LABEL), np.where(same, LOCALISATION, CONFUSION)],
-            BACKGROUND,
-        )  # [K, len(p)]
-        fp = matched[:, p] < 0
-        out[:, p] = np.where(fp, code, out[:, p])
+    overlaps = _BestOverlaps.of(pred, gt)
+    classes, gt_class = np.unique(gt.label, return_inverse=True)
+    # does a GT of the prediction's class reach the prediction's highest tIoU?
+    same = np.zeros(len(pred), dtype=bool)
+    same[overlaps.pred[gt_class[overlaps.gt] == positions(classes, pred, "label")[overlaps.pred]]] = True
+    p, top = overlaps.rows, overlaps.best
+    code = np.select(
+        [top >= thr, top >= min_tiou],
+        [np.where(same[p], DOUBLE_DETECTION, WRONG_LABEL), np.where(same[p], LOCALISATION, CONFUSION)],
+        BACKGROUND,
+    )  # [K, R]
+    out[:, p] = np.where(matched[:, p] < 0, code, out[:, p])
     return out
 
 
@@ -224,22 +340,23 @@ def false_positive_profile(gt: SegmentTable, pred: SegmentTable, tiou_thresholds
     matched = match_predictions(gt, top, tiou_thresholds)
     outcome = error_types(gt, top, matched, tiou_thresholds, min_tiou)
     classes, counts = np.unique(gt.label, return_counts=True)
-    n_gt = dict(zip(classes, counts))
-    rows = _class_rows(top, classes)
+    ranking = _Ranking.of(top, classes)
+    hits = _Hits.of(matched, ranking)
+    n_thresholds = len(matched)
 
-    tp = matched >= 0
-    ap = _ap_n(tp, np.ones(tp.shape, dtype=bool), rows, n_gt, n_norm)
-    gain = {name: float(_ap_n(tp, outcome != code, rows, n_gt, n_norm).mean() - ap.mean())
+    ap = _ap_n(hits, ranking, counts, n_norm, n_thresholds)
+    gain = {name: float(_ap_n(hits, ranking, counts, n_norm, n_thresholds, outcome != code).mean() - ap.mean())
             for code, name in enumerate(OUTCOMES) if code != TRUE_POSITIVE}
 
+    # every kept prediction has a GT class: its group is its rank in the class over N_j
     group = np.empty(len(top), dtype=np.int64)
-    for c, r in rows.items():
-        group[r] = np.arange(len(r)) // n_gt[c]
-    fractions = pd.DataFrame(
-        [[np.mean(outcome[:, group == g] == code) if np.any(group == g) else np.nan for code in range(len(OUTCOMES))]
-         for g in range(groups)],
-        index=[f"{g + 1}G" for g in range(groups)], columns=list(OUTCOMES),
-    )
+    group[ranking.order] = ranking.rank // counts[ranking.cls]
+    size = np.bincount(group, minlength=groups)[:groups] * n_thresholds  # [groups] (prediction, threshold) pairs
+    tally = np.bincount((group * len(OUTCOMES) + outcome).ravel(), minlength=groups * len(OUTCOMES))
+    with np.errstate(invalid="ignore"):
+        share = tally[: groups * len(OUTCOMES)].reshape(groups, len(OUTCOMES)) / size[:, None]  # 0/0: empty group
+    fractions = pd.DataFrame(np.where(size[:, None] > 0, share, np.nan),
+                             index=[f"{g + 1}G" for g in range(groups)], columns=list(OUTCOMES))
     return FalsePositiveProfile(_thresholds(tiou_thresholds), top, outcome, fractions,
                                 ap.mean(axis=1), gain, n_norm)
 
@@ -269,15 +386,13 @@ class SensitivityResult:
     table: pd.DataFrame  # columns characteristic, bin, n_gt, map_n, fn_rate
 
 
-def _detected_gt(matched: np.ndarray, rows: dict[str, np.ndarray], n_gt: Mapping[str, int], n_norm: float,
+def _detected_gt(hits: _Hits, ranking: _Ranking, n_gt: np.ndarray, n_norm: float, n_thresholds: int,
                  n_rows: int, min_precision: float) -> np.ndarray:
     """[K, G] GT matched by a prediction ranked where the class's P_N is still > ``min_precision``."""
-    detected = np.zeros((matched.shape[0], n_rows), dtype=bool)
-    for name, r in rows.items():
-        m = matched[:, r]
-        precision, _ = precision_recall(m >= 0, n_gt[name], n_norm)
-        k, i = np.nonzero((m >= 0) & (precision > min_precision))
-        detected[k, m[k, i]] = True
+    selected, _, _, precision = _hit_precision(hits, ranking, n_gt, n_norm, None)
+    found = selected[precision > min_precision]
+    detected = np.zeros((n_thresholds, n_rows), dtype=bool)
+    detected[hits.k[found], hits.gt[found]] = True
     return detected
 
 
@@ -295,14 +410,16 @@ def sensitivity(gt: SegmentTable, pred: SegmentTable, tiou_thresholds, durations
     end) or an unknown duration fall in no coverage bin. Zero-length GT instances are kept
     (DETAD drops them) so that every analysis sees the GT the main evaluator sees.
     """
-    classes, counts = np.unique(gt.label, return_counts=True)
+    classes, gt_class, counts = np.unique(gt.label, return_inverse=True, return_counts=True)
     n_norm = average_instances_per_class(gt)
     matched = match_predictions(gt, pred, tiou_thresholds)
-    rows = _class_rows(pred, classes)
-    tp = matched >= 0
-    base = _ap_n(tp, np.ones(tp.shape, dtype=bool), rows, dict(zip(classes, counts)), n_norm)
-    detected = _detected_gt(matched, rows, dict(zip(classes, counts)), n_norm, len(gt), fn_min_precision)
+    n_thresholds = len(matched)
+    ranking = _Ranking.of(pred, classes)
+    hits = _Hits.of(matched, ranking)
+    base = _ap_n(hits, ranking, counts, n_norm, n_thresholds)
+    detected = _detected_gt(hits, ranking, counts, n_norm, n_thresholds, len(gt), fn_min_precision)
     chars = gt_characteristics(gt, durations)
+    hit_pred = ranking.order[hits.at]  # the prediction row of each match
 
     records = []
     for name, (edges, labels) in bins.items():
@@ -313,10 +430,11 @@ def sensitivity(gt: SegmentTable, pred: SegmentTable, tiou_thresholds, durations
             map_n = fn_rate = np.nan
             if n:
                 # drop predictions matched (at any threshold) to a GT outside the bin
-                keep = np.where(matched >= 0, in_bin[np.maximum(matched, 0)], True).all(axis=0)
-                present, n_in = np.unique(gt.label[in_bin], return_counts=True)
-                ap = _ap_n(tp, np.broadcast_to(keep, tp.shape), {c: rows[c] for c in present}, dict(zip(present, n_in)), n_norm)
-                map_n = float(ap.mean())
+                keep = np.ones(len(pred), dtype=bool)
+                keep[hit_pred[~in_bin[hits.gt]]] = False
+                n_in = np.bincount(gt_class[in_bin], minlength=len(classes))
+                ap = _ap_n(hits, ranking, n_in, n_norm, n_thresholds, keep)[:, n_in > 0]
+                map_n = float(np.ascontiguousarray(ap).mean())  # (the mean's order of addition follows the layout)
                 fn_rate = float(1.0 - detected[:, in_bin].mean())
             records.append({"characteristic": name, "bin": label, "n_gt": n, "map_n": map_n, "fn_rate": fn_rate})
     return SensitivityResult(_thresholds(tiou_thresholds), float(base.mean()), pd.DataFrame(records))
@@ -337,20 +455,27 @@ def oracle_labels(pred: SegmentTable, gt: SegmentTable) -> SegmentTable:
     background: no label can make it a true positive, so it keeps its predicted label and the
     detection count and scores are those of setting (a), which (c) then differs from only in the
     labels of segments that touch an action.
+
+    Rows come in prediction order; a prediction's copies in the file order of the GT that give them
+    (for a class with several such GT, its first).
     """
     score = _require_scores(pred)
-    source, labels = [], []
-    best_labels: dict[int, list[str]] = {}
-    for p, g, iou, top in _best_overlaps(pred, gt):
-        for i in np.flatnonzero(top > 0):
-            best_labels[int(p[i])] = list(dict.fromkeys(gt.label[g][iou[i] == top[i]]))
-    for i in range(len(pred)):
-        new = best_labels.get(i, [pred.label[i]])
-        source += [i] * len(new)
-        labels += new
-    source = np.asarray(source, dtype=np.int64)
-    return SegmentTable(pred.video[source], pred.t0[source], pred.t1[source],
-                        np.asarray(labels, dtype=str) if labels else np.zeros(0, dtype=str), score[source])
+    overlaps = _BestOverlaps.of(pred, gt)
+    classes, gt_class = np.unique(gt.label, return_inverse=True)
+    relabelled = np.zeros(len(pred), dtype=bool)  # overlaps a GT: tIoU > 0
+    relabelled[overlaps.rows[overlaps.best > 0]] = True
+    # its GT at the highest tIoU, once per class: the first in GT file order (pairs are by prediction, then GT)
+    tied = np.flatnonzero(relabelled[overlaps.pred])
+    _, first = np.unique(overlaps.pred[tied] * len(classes) + gt_class[overlaps.gt[tied]], return_index=True)
+    tied = tied[np.sort(first)]
+    background = np.flatnonzero(~relabelled)
+    # the relabelled copies and the background predictions, merged back into prediction order
+    source = np.concatenate([overlaps.pred[tied], background])
+    labels = np.concatenate([gt.label[overlaps.gt[tied]], pred.label[background]])
+    emit = np.argsort(source, kind="stable")
+    source, labels = source[emit], np.asarray(labels[emit], dtype=str)
+    factors = {column: (names, codes[source]) for column, (names, codes) in pred.factors.items() if column != "label"}
+    return SegmentTable(pred.video[source], pred.t0[source], pred.t1[source], labels, score[source], factors)
 
 
 def jitter_to_tiou(gt: SegmentTable, level: float, rng: np.random.Generator,

@@ -72,7 +72,7 @@ def _check(table: SegmentTable, path: Path, where, require_label: bool, classes)
     for what, values in (("segment start", table.t0), ("segment end", table.t1), ("score", table.score)):
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
-            raise PredictionError(f"{path}: {where(bad[0])}: {what} is not a finite number: {values[bad[0]]!r}")
+            raise PredictionError(f"{path}: {where(bad[0])}: {what} is not a finite number: {float(values[bad[0]])!r}")
     bad = np.flatnonzero(table.t1 < table.t0)
     if len(bad):
         i = bad[0]
@@ -198,8 +198,10 @@ def _read_csv(path: Path, require_label: bool):
         try:
             frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False, na_filter=False,
                                 skipinitialspace=True, index_col=False)
-        except (pd.errors.ParserError, pd.errors.ParserWarning) as e:
+        except pd.errors.ParserError as e:
             raise PredictionError(f"{path}: malformed CSV: {' '.join(str(e).split())}") from None
+        except pd.errors.ParserWarning:
+            raise PredictionError(f"{path}: malformed CSV: the first row has more fields than the header") from None
     frame.columns = header
 
     def where(row: int) -> str:

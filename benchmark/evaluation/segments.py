@@ -76,6 +76,14 @@ class SegmentTable:
         return cls.from_rows(((vid, *d["segment"], d.get("label", ""), d["score"])
                               for vid, dets in detections.items() for d in dets), with_score=True)
 
+    def to_detections(self) -> dict[str, list[dict]]:
+        """The ActivityNet result format (:meth:`from_detections` reads it back), videos in first-seen order."""
+        out: dict[str, list[dict]] = {}
+        columns = [self.video.tolist(), self.t0.tolist(), self.t1.tolist(), self.label.tolist(), self.score.tolist()]
+        for vid, t0, t1, label, score in zip(*columns):
+            out.setdefault(vid, []).append({"segment": [t0, t1], "label": label, "score": score})
+        return out
+
     def segments_by_video(self) -> dict[str, list[list[float]]]:
         """``{video: [[s, e], ...]}``: what a method's ``classify_segments`` hook takes."""
         out: dict[str, list[list[float]]] = {}

@@ -1,4 +1,5 @@
-"""Harness commands: ``run`` (plan, run, report), ``report``, ``list-methods``.
+"""Harness commands: ``run`` (plan, run, report), ``report``, ``score`` and ``export`` (prediction files of
+methods we do not run, and of ours), ``list-methods``.
 
 ``python -m benchmark run --suite zs_activitynet --profile smoke`` (or ``python run_all.py ...``,
 which takes the same core flags). Heavy imports happen inside the handlers, so ``--help`` is fast.
@@ -25,6 +26,21 @@ RUNS_DIR = "_runs"  # results/<suite>/_runs/<profile>.json: the suite overrides 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The flags of run_all.py (the issue's list), shared with ``run``."""
+    add_data_arguments(p)
+    p.add_argument("--gpus", help="GPU ids, e.g. 0,1,2,3 (default: all visible; 'none' = CPU)")
+    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
+                   help=f"CPU only: parallel jobs, torch threads = cores // N (default: the usable cores, at most "
+                        f"{MAX_DEFAULT_WORKERS}, here {DEFAULT_WORKERS}); on GPUs, one job per id")
+    p.add_argument("--backend", choices=("local", "slurm"), default="local")
+    p.add_argument("--dry-run", action="store_true", help="make every check a run makes (data, features, text tower, GPUs, workers, SLURM), "
+                        "print the job table with what is cached, run nothing")
+    p.add_argument("--force", action="store_true", help="re-run the selected jobs even if finished")
+    p.add_argument("--only", metavar="PATTERN", help="only jobs whose method/variant/setting/splitI/seedS matches this glob (or key prefix)")
+    p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out jobs")
+
+
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The suite, its profile and the data flags: what identifies the jobs (``run``, ``score``)."""
     p.add_argument("--suite", required=True, help="suite name in benchmark/suites/ or a path to a suite YAML")
     p.add_argument("--profile", default="default", help="smoke | default | paper (profiles of the suite; default: default)")
     p.add_argument("--data-root", type=Path, help="real data: a folder with the annotations and features")
@@ -39,16 +55,6 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="real data: open_clip model name or model-config JSON of the text tower (default ViT-B-16)")
     p.add_argument("--clip-pretrained", default="openai",
                    help="real data: open_clip pretrained tag or local checkpoint file (default openai)")
-    p.add_argument("--gpus", help="GPU ids, e.g. 0,1,2,3 (default: all visible; 'none' = CPU)")
-    p.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                   help=f"CPU only: parallel jobs, torch threads = cores // N (default: the usable cores, at most "
-                        f"{MAX_DEFAULT_WORKERS}, here {DEFAULT_WORKERS}); on GPUs, one job per id")
-    p.add_argument("--backend", choices=("local", "slurm"), default="local")
-    p.add_argument("--dry-run", action="store_true", help="make every check a run makes (data, features, text tower, GPUs, workers, SLURM), "
-                        "print the job table with what is cached, run nothing")
-    p.add_argument("--force", action="store_true", help="re-run the selected jobs even if finished")
-    p.add_argument("--only", metavar="PATTERN", help="only jobs whose method/variant/setting/splitI/seedS matches this glob (or key prefix)")
-    p.add_argument("--retry-failed", action="store_true", help="re-run failed and timed-out jobs")
 
 
 def add_store_arguments(p: argparse.ArgumentParser, root: Path = Path(".")) -> None:
@@ -86,15 +92,47 @@ def register(subparsers) -> None:
     add_store_arguments(p)
     p.set_defaults(func=cmd_report)
 
+    p = subparsers.add_parser(
+        "score", help="score a method's own prediction files under a suite's protocol, as rows of its tables",
+        description="Evaluate one prediction file per (setting, class split) exactly as the suite evaluates its own "
+                    "jobs of that split, and store the results as the method external:NAME, which `report` puts into "
+                    "the suite's tables with paired tests against every method. Layout: DIR/75_25/split_0.json (or "
+                    ".csv: video-id,t-start,t-end,label,score), DIR/50_50/..., DIR/closed/split_0.json.")
+    add_data_arguments(p)
+    p.add_argument("--name", required=True, help="the method's name in the tables (recorded as external:NAME)")
+    p.add_argument("--predictions", required=True, type=Path, metavar="DIR", help="the folder of prediction files")
+    p.add_argument("--paper-numbers", type=Path, metavar="FILE",
+                   help="YAML/JSON {table: {setting: {metric: number}}}: what a paper published for it (paper columns)")
+    p.add_argument("--partial", action="store_true", help="score the files present; a missing split leaves n < planned")
+    p.add_argument("--settings", nargs="+", metavar="SETTING", help="only these settings, e.g. 75/25 50/50 (default: all the "
+                   "suite's tables take)")
+    add_store_arguments(p)
+    p.add_argument("--no-report", action="store_true", help="do not rebuild the suite's reports")
+    p.set_defaults(func=cmd_score)
+
+    p = subparsers.add_parser(
+        "export", help="write one of our methods' predictions in the layout `score` reads",
+        description="Write the predictions of a method (and variant) of the suite's last run, one file per (setting, "
+                    "class split), under the suite's protocol and first seed: OUT/75_25/split_0.json ... (or .csv).")
+    p.add_argument("--suite", required=True, help="suite name in benchmark/suites/ or a path to a suite YAML")
+    p.add_argument("--profile", help="default: the profile of the suite's last run")
+    p.add_argument("--method", required=True, metavar="METHOD[/VARIANT]", help="e.g. stale or stale/mask_none")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--format", choices=("json", "csv"), default="json")
+    add_store_arguments(p)
+    p.set_defaults(func=cmd_export)
+
     p = subparsers.add_parser("list-methods", help="registered methods, their hooks and config defaults",
                               description="List the methods found in methods/ with their capabilities and defaults.")
     p.set_defaults(func=cmd_list_methods)
 
 
-def suite_overrides(args) -> dict:
-    """The data flags as a suite override (deep-merged after the profile)."""
+def suite_overrides(args, features_required: bool = True) -> dict:
+    """The data flags as a suite override (deep-merged after the profile). Scoring prediction files
+    needs no features: ``features_required=False`` takes ``--annotations`` alone."""
     over: dict = {}
-    if (args.annotations is None) != (args.features is None) and args.data_root is None:
+    if args.data_root is None and (args.features is not None or features_required) and \
+            (args.annotations is None) != (args.features is None):
         raise InputError("--annotations and --features go together (or give --data-root)")
     real = {k: str(v.resolve()) for k, v in (("root", args.data_root), ("annotations", args.annotations),
                                             ("features", args.features)) if v is not None}
@@ -288,6 +326,38 @@ def cmd_report(args) -> int:
     suite = last_run_suite(args.suite, args.profile, args.results_dir)
     paths = build_reports(suite, args.results_dir, args.reports_dir)
     print(f"reports ({suite.profile}): {paths[-1].parent}/ ({len(paths)} files)")
+    return 0
+
+
+def cmd_score(args) -> int:
+    from benchmark.harness.external import score
+    from benchmark.harness.suite import load_suite
+
+    suite = load_suite(args.suite, args.profile, suite_overrides(args, features_required=False))
+    records = score(suite, args.name, args.predictions, args.results_dir, partial=args.partial, settings=args.settings,
+                    paper_numbers=args.paper_numbers)
+    for rec in records:
+        counts, metrics = rec["extra"]["scored"], rec["metrics"]
+        left = counts["outside_scored_videos"] + counts["outside_test_classes"]
+        print(f"{rec['labels'][0]}: mAP_avg {100 * metrics['mAP_avg']:.2f} ({counts['predictions']} predictions, "
+              f"{left} left out: {counts['outside_scored_videos']} outside the scored videos, "
+              f"{counts['outside_test_classes']} outside the test classes)")
+    print(f"{len(records)} records of external:{args.name} in {args.results_dir / suite.name}/")
+    if not args.no_report:
+        from benchmark.harness.report import build_reports
+
+        paths = build_reports(last_run_suite(args.suite, args.profile, args.results_dir), args.results_dir, args.reports_dir)
+        print(f"reports: {paths[-1].parent}/ ({len(paths)} files)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from benchmark.harness.external import export
+
+    suite = last_run_suite(args.suite, args.profile, args.results_dir)
+    method, _, variant = args.method.partition("/")
+    paths = export(suite, method, variant or "default", args.out, args.format, args.results_dir)
+    print(f"{len(paths)} files of {method}/{variant or 'default'} ({suite.name}, profile {suite.profile}) in {args.out}/")
     return 0
 
 

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from benchmark.errors import InputError
-from benchmark.harness.report import fmt_cell, job_frame, summary_frame
+from benchmark.harness.report import fmt_cell, job_frame, summary_frame, with_external
 from benchmark.harness.store import load_records
 from benchmark.harness.suite import Suite, Table
 
@@ -34,7 +34,10 @@ def pick_table(suite: Suite, name: str) -> Table:
 def block(suite: Suite, table: Table, label: str, results_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The table's per-cell summary, columns prefixed by ``label`` (paper ones: "paper <label> <metric>"), and its job frame."""
     reference = yaml.safe_load(suite.paper_reference.read_text()) if suite.paper_reference else None
-    jobs = job_frame(suite, table, load_records(suite.name, results_dir))
+    records = load_records(suite.name, results_dir)
+    suite, reference = with_external(suite, records, reference)
+    table = suite.table(table.name)
+    jobs = job_frame(suite, table, records)
     summary = summary_frame(suite, table, jobs, reference).set_index(["setting", "row"])
     counts = ["jobs", "ok"] + [f"{m} n" for m in table.metrics]
     summary[counts] = summary[counts].astype("Int64")  # stays whole numbers where another suite's row adds a blank

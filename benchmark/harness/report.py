@@ -28,6 +28,7 @@ split, seed, metrics) and returns the files it wrote; adding a figure = one func
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -38,7 +39,8 @@ import yaml
 from benchmark.errors import InputError
 from benchmark.evaluation.stats import holm, paired_comparison, summarise
 from benchmark.harness.store import DEFAULT_RESULTS, NO_DETECTIONS, load_records
-from benchmark.harness.suite import Claim, Suite, Table, cells, data_identity, plan, spec_hash
+from benchmark.harness.suite import (EXTERNAL, Claim, Suite, Table, cells, data_identity, deep_merge, external_rows, plan,
+                                     spec_hash)
 
 DEFAULT_REPORTS = Path("reports")
 FIGURES: dict[str, Callable] = {}
@@ -542,11 +544,51 @@ def without_detections(records: list[dict]) -> list[str]:
     return [f"- `{rec['labels'][0]}`" for rec in records if NO_DETECTIONS in rec["extra"].get("notes", [])]
 
 
+def with_external(suite: Suite, records: list[dict], reference: dict | None) -> tuple[Suite, dict | None]:
+    """The suite with a row for every method scored from its prediction files (``external:<name>``
+    records, ``python -m benchmark score``) in each table that takes them (its ``external`` templates)
+    and where it has a record; the reference with the numbers a paper published for it (the newest
+    record's ``--paper-numbers``, under ``external.<name>.<table>.<setting>``)."""
+    scored = [r for r in records if r["spec"]["method"].startswith(EXTERNAL)]
+    if not scored:
+        return suite, reference
+    hashes, names = {r["spec_hash"] for r in scored}, sorted({r["spec"]["method"][len(EXTERNAL):] for r in scored})
+    tables = []
+    for table in suite.tables:
+        candidates = replace(table, rows=tuple(row for name in names for row in external_rows(table, name)))
+        kept = {row.label for _, row, _, specs in cells(replace(suite, tables=(candidates,)))
+                if any(spec_hash(spec, data_identity(spec)) in hashes for spec in specs)}
+        tables.append(replace(table, rows=table.rows + tuple(r for r in candidates.rows if r.label in kept)))
+    papers: dict = {}
+    for rec in sorted(scored, key=lambda r: r["provenance"].get("end_time", "")):  # the newest wins
+        numbers = rec["extra"].get("paper_numbers")
+        if numbers:
+            name = rec["spec"]["method"][len(EXTERNAL):]
+            papers[name] = {tbl: {setting: [values.get(m) for m in suite.table(tbl).paper_metrics]
+                                  for setting, values in by_setting.items()}
+                            for tbl, by_setting in numbers.items() if tbl in {t.name for t in suite.tables}}
+    return replace(suite, tables=tuple(tables)), deep_merge(reference or {}, {"external": papers})
+
+
+def external_lines(records: list[dict]) -> list[str]:
+    """One line per prediction file scored into the reports: where it came from and what was left out of the metric."""
+    lines = []
+    for rec in sorted((r for r in records if r["spec"]["method"].startswith(EXTERNAL)), key=lambda r: r["labels"][0]):
+        source, counts = rec["provenance"].get("prediction_file", {}), rec["extra"].get("scored", {})
+        lines.append(f"- `{rec['labels'][0]}`: {source.get('path')} ({source.get('format')}, {source.get('bytes')} bytes, "
+                     f"sha256 {str(source.get('sha256'))[:12]}…, scored {rec['provenance'].get('end_time')}): "
+                     f"{counts.get('predictions')} predictions, {counts.get('outside_scored_videos')} on videos outside the "
+                     f"split's scored set and {counts.get('outside_test_classes')} with a label outside its test classes "
+                     f"left out of the metric")
+    return lines
+
+
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
                   reports_dir: str | Path = DEFAULT_REPORTS) -> list[Path]:
     """Write every table and figure of ``suite`` and the index; returns the files written."""
     records = load_records(suite.name, results_dir)
     reference = yaml.safe_load(suite.paper_reference.read_text()) if suite.paper_reference else None
+    suite, reference = with_external(suite, records, reference)
     out_dir = Path(reports_dir) / suite.name
     out_dir.mkdir(parents=True, exist_ok=True)
     digits = suite.report["digits"]
@@ -585,6 +627,7 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
     failures = failed_jobs(suite, records)
     planned = planned_records(suite, records)
     leaks, empty = leaky_splits(planned), without_detections(planned)
+    scored = external_lines(records)
     readme = out_dir / "README.md"
     readme.write_text("\n".join([
         f"# Reports: {suite.name} (profile {suite.profile}) — {sources}", "",
@@ -600,6 +643,10 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
           if leaks else []),
         *(["## Failed jobs", "", "Their tracebacks are in `results/<suite>/<key>/job.log`.", "", *failures, ""]
           if failures else []),
+        *(["## Methods scored from their prediction files", "",
+           "Rows named after a method we do not run: its own prediction files, one per class split, scored by "
+           "`python -m benchmark score` under this suite's protocol (the evaluation of our jobs, on the same split); "
+           "no training cost is known for them.", "", *scored, ""] if scored else []),
         *(["## Jobs without a single detection", "", "Finished, but the model detected nothing on any test video "
            "(mAP 0 in every table): a collapsed model, not a measurement of the method at its best.", "", *empty, ""]
           if empty else []),

@@ -32,6 +32,9 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
         splits: {indices: [0]}           # optional per-table override of indices, or {first: n} (the first n
                                          # of the suite's); also seeds, hparams
         compare: {to: STALE, metric: mAP_avg}   # optional paired comparison with one row
+        external: [{label: "{name}"}]    # optional: the rows a method scored from its prediction files takes
+                                         # here (``python -m benchmark score --name NAME``), label templates
+                                         # with {name}, and metrics_from as for rows
         rows:
           - {label: No mask, method: stale, variant: mask_none, paper: [table4_representation_masking, no_mask]}
           - {label: clean, method: stale, protocol: {external_classifier: stale_best_score}}
@@ -98,11 +101,13 @@ SPLIT_LISTS = ("generated", "imported")
 SLURM_KEYS = ("partition", "time_min", "gpus_per_job", "mem_gb", "cpus_per_task", "array_parallelism")
 # The spec fields that never enter a key: names, not configuration.
 NOT_IN_KEY = ("variant",)
+# method name prefix of a method scored from its prediction files (benchmark.harness.external)
+EXTERNAL = "external:"
 
 _TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "splits", "seeds", "hparams",
              "protocol", "run", "methods", "tables", "figures", "claims", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
-               "seeds", "hparams", "compare", "cost", "enabled")
+               "seeds", "hparams", "compare", "cost", "enabled", "external")
 _ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to", "leaky_splits")
 LEAKY_SPLITS = ("include", "exclude", "only")
 _CLAIM_KEYS = ("id", "statement", "where", "table", "setting", "metric", "a", "b", "direction", "note")
@@ -141,6 +146,7 @@ class Table:
     hparams: dict
     compare: dict | None  # {"to": row label, "metric": name}: paired comparison columns
     cost: bool = False  # columns of training and inference cost per job (benchmark.harness.compute)
+    external: tuple[dict, ...] = ()  # row templates for methods scored from files: {"label": "... {name} ...", "metrics_from"}
 
 
 @dataclass(frozen=True)
@@ -176,6 +182,7 @@ class Suite:
     figures: tuple[dict, ...]
     paper_reference: Path | None
     claims: tuple[Claim, ...]
+    seeds: tuple[int, ...] = (0,)  # the suite's training seeds (tables may override)
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -327,7 +334,7 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
                  description=str(m.get("description", "")), dataset=dataset, data=data, splits=splits,
                  hparams=hparams, protocol=check.mapping(m.get("protocol") or {}, "protocol"), run=run,
                  report=report, methods=methods, tables=tables, figures=figures, paper_reference=ref_path,
-                 claims=claims)
+                 claims=claims, seeds=seeds)
 
 
 def _data(m: dict, check: _Checker) -> dict:
@@ -338,7 +345,7 @@ def _data(m: dict, check: _Checker) -> dict:
     real = check.mapping(data.get("real") or {}, "data.real")
     check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "feature_fps", "text_encoder",
                       "external_scores"), "data.real")
-    if data["source"] == "real" and not (real.get("root") or (real.get("annotations") and real.get("features"))):
+    if data["source"] == "real" and not (real.get("root") or real.get("annotations")):
         check.fail("data.real", "real data needs a root (--data-root) or annotations and features (--annotations/--features)")
     return data
 
@@ -396,6 +403,13 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
                 check.fail(f"{where}.{key}", f"{ref!r} is not a row label of the table")
         if compare.get("metric") not in metrics:
             check.fail(f"{where}.compare.metric", f"{compare.get('metric')!r} is not one of the table's metrics")
+    external = t.get("external") or []
+    if not isinstance(external, list):
+        check.fail(f"{where}.external", f"expected a list of row templates, got {external!r}")
+    for i, template in enumerate(external):
+        check.keys(check.mapping(template, f"{where}.external[{i}]"), ("label", "metrics_from"), f"{where}.external[{i}]")
+        if "{name}" not in str(template.get("label", "")):
+            check.fail(f"{where}.external[{i}].label", f"expected a label with {{name}} in it, got {template.get('label')!r}")
     return Table(
         name=name, title=str(t.get("title", name)), mirrors=str(t.get("mirrors", "")),
         description=str(t.get("description", "")),
@@ -404,7 +418,7 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
         rows=rows, indices=tuple(indices),
         seeds=check.int_list(t.get("seeds", list(seeds)), f"{where}.seeds"),
         hparams=deep_merge(hparams, check.mapping(t.get("hparams") or {}, f"{where}.hparams")), compare=compare,
-        cost=bool(t.get("cost", False)))
+        cost=bool(t.get("cost", False)), external=tuple(external))
 
 
 def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
@@ -499,10 +513,15 @@ def sha256(text: str) -> str:
 
 
 def job_spec(suite: Suite, table: Table, row: Row, setting: str, index: int, seed: int) -> dict:
-    """The JSON-able description of one job: everything the runner needs, nothing about scheduling."""
+    """The JSON-able description of one job: everything the runner needs, nothing about scheduling.
+
+    A method scored from its prediction files (``external:<name>``, benchmark.harness.external) has no
+    configuration or hyper-parameters of ours, and one file per split: its spec takes the suite's first
+    training seed, whatever the table's, so that it pairs with our jobs of that seed."""
     from benchmark.harness.registry import config_dict, is_registered, make_config
 
-    overrides = suite.methods[row.method][row.variant]
+    external = row.method.startswith(EXTERNAL)
+    overrides = {} if external else suite.methods[row.method][row.variant]
     config = (config_dict(make_config(row.method, overrides, row.variant))
               if is_registered(row.method) else None)
     data = {"source": suite.data["source"], **(suite.data.get(suite.data["source"]) or {})}
@@ -518,8 +537,8 @@ def job_spec(suite: Suite, table: Table, row: Row, setting: str, index: int, see
         "variant": row.variant,
         "overrides": overrides,
         "config": config,
-        "seed": seed,
-        "hparams": table.hparams,
+        "seed": suite.seeds[0] if external else seed,
+        "hparams": {} if external else table.hparams,
         "protocol": {**suite.protocol, **row.protocol},
     }
 
@@ -546,13 +565,29 @@ def job_label(spec: dict, suite_protocol: dict) -> str:
             f"split{spec['split']['index']}/seed{spec['seed']}")
 
 
+def external_rows(table: Table, name: str) -> tuple[Row, ...]:
+    """The rows of the method ``external:<name>`` in ``table`` (its ``external`` templates)."""
+    return tuple(Row(label=t["label"].format(name=name), method=EXTERNAL + name, variant="default",
+                     paper=("external", name, table.name, "{setting}"), protocol={},
+                     metrics_from=t.get("metrics_from", "")) for t in table.external)
+
+
+def external_spec(suite: Suite, name: str, setting: str, index: int) -> dict:
+    """The job spec under which the prediction file of ``external:<name>`` for (setting, split) is scored."""
+    table = next((t for t in suite.tables if t.external and setting in t.settings), None)
+    if table is None:
+        raise InputError(f"{suite.path}: no table takes scored predictions in setting {setting}")
+    return job_spec(suite, table, external_rows(table, name)[0], setting, index, suite.seeds[0])
+
+
 def cells(suite: Suite):
     """Every (table, row, setting, [spec, ...]) of the suite: the cells the report fills."""
     for table in suite.tables:
         for row in table.rows:
             for setting in table.settings:
                 indices = (0,) if setting == "closed" else table.indices
-                specs = [job_spec(suite, table, row, setting, i, s) for i in indices for s in table.seeds]
+                seeds = suite.seeds[:1] if row.method.startswith(EXTERNAL) else table.seeds  # one file per split
+                specs = [job_spec(suite, table, row, setting, i, s) for i in indices for s in seeds]
                 yield table, row, setting, specs
 
 

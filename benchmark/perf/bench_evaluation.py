@@ -44,26 +44,29 @@ def synthetic_case(n_videos: int, per_video: int, seed: int = 0) -> tuple[Segmen
     gt_video = np.repeat(np.arange(n_videos), n_gt)
     length = rng.uniform(0.05, 0.6, len(gt_video)) * duration[gt_video]
     gt_t0 = rng.uniform(0, 1, len(gt_video)) * (duration[gt_video] - length)
-    gt = SegmentTable(
-        np.char.add("vid", gt_video.astype(str)), gt_t0, gt_t0 + length, classes[video_class[gt_video]],
-    )
+    videos = np.char.add("vid", np.arange(n_videos).astype(str))
+    gt = SegmentTable(videos[gt_video], gt_t0, gt_t0 + length, classes[video_class[gt_video]])
+    return gt, predictions_around(gt, videos, duration, classes, per_video, rng)
 
-    pred_video = np.repeat(np.arange(n_videos), per_video)
+
+def predictions_around(gt: SegmentTable, videos: np.ndarray, duration: np.ndarray, classes: np.ndarray, per_video: int,
+                       rng: np.random.Generator) -> SegmentTable:
+    """``per_video`` predictions on each of ``videos`` (every one with GT): half labelled with a GT class of the
+    video and placed near one of its GT instances, half with a random class anywhere. Continuous scores."""
+    order = np.argsort(gt.video, kind="stable")
+    first_gt = np.searchsorted(gt.video[order], videos, side="left")
+    n_gt = np.searchsorted(gt.video[order], videos, side="right") - first_gt
+    pred_video = np.repeat(np.arange(len(videos)), per_video)
     n = len(pred_video)
     near_gt = rng.random(n) < 0.5
-    # a GT instance of the same video for the "near GT" half
-    first_gt = np.r_[0, np.cumsum(n_gt)[:-1]]
-    anchor = first_gt[pred_video] + (rng.random(n) * n_gt[pred_video]).astype(int)
+    anchor = order[first_gt[pred_video] + (rng.random(n) * n_gt[pred_video]).astype(int)]
     jitter = rng.normal(0, 0.15, (n, 2)) * (gt.t1 - gt.t0)[anchor, None]
     near = np.sort(np.stack([gt.t0[anchor], gt.t1[anchor]], 1) + jitter, axis=1)
     random_start = rng.uniform(0, 0.9, n) * duration[pred_video]
     random = np.stack([random_start, random_start + rng.uniform(0.02, 0.5, n) * duration[pred_video]], 1)
     segments = np.where(near_gt[:, None], near, random)
-    label = np.where(near_gt, video_class[pred_video], rng.integers(N_CLASSES, size=n))
-    pred = SegmentTable(
-        np.char.add("vid", pred_video.astype(str)), segments[:, 0], segments[:, 1], classes[label], rng.random(n),
-    )
-    return gt, pred
+    label = np.where(near_gt, gt.label[anchor], classes[rng.integers(len(classes), size=n)])
+    return SegmentTable(videos[pred_video], segments[:, 0], segments[:, 1], label, rng.random(n))
 
 
 def timed(fn, repeats: int = 1):
