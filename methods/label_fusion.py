@@ -135,8 +135,10 @@ def fuse_table(pred: SegmentTable, scores: dict[str, dict]) -> SegmentTable:
     confidence = np.array([e["score"] if covered[k] else 0.0 for k, e in enumerate(entries)], dtype=np.float64)
     top = np.array([e["class"] if covered[k] else "" for k, e in enumerate(entries)], dtype=str)
     relabel = covered[codes] & ~(pred.score > confidence[codes])
-    factors = {column: factor for column, factor in pred.factors.items() if column != "label"}
-    return replace(pred, label=np.where(relabel, top[codes], pred.label), factors=factors)
+    labels, label_codes = pred.factors.get("label") or np.unique(pred.label, return_inverse=True)
+    names = np.unique(np.concatenate([labels, top]))  # the labels after fusion, factorised (evaluation looks them up)
+    fused = np.where(relabel, np.searchsorted(names, top)[codes], np.searchsorted(names, labels)[label_codes])
+    return replace(pred, label=names[fused], factors={**pred.factors, "label": (names, fused)})
 
 
 def fuse_labels(detections: dict[str, list[dict]], scores: dict[str, dict]) -> dict[str, list[dict]]:

@@ -88,7 +88,7 @@ def test_thumos_smoke_suite_end_to_end(tmp_path):
                                str(out), "--profile", "smoke", *common], capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0 and (out / "75_25" / f"split_0.{fmt}").is_file(), done.stderr[-2000:]
         done = subprocess.run([sys.executable, "-m", "benchmark", "score", "--name", name, "--predictions", str(out),
-                               "--settings", "75/25", "--profile", "smoke", *common],
+                               "--settings", "75/25", "--profile", "smoke", "--diagnostics", *common],
                               capture_output=True, text=True, timeout=600, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-2000:]
         scored = [json.loads(p.read_text()) for p in (tmp_path / "results" / "zs_thumos14").glob("*/record.json")]

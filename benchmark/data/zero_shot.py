@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,11 @@ class Dataset:
     cache_dir: Path | None = None
     synthetic: bool = False
     scan: ScannedFeatures | None = None  # a run's checked features (scan_features); else read per view
+
+    @cached_property
+    def double_labels(self) -> list[tuple[str, str]]:
+        """:func:`double_label_pairs` of the annotations, found once per dataset."""
+        return double_label_pairs(self.annotations)
 
     def load(self, video_ids: list[str]) -> np.ndarray:
         """``[N, T, D]`` features of these videos, from the run's scan when there is one."""
@@ -141,8 +147,9 @@ def scored_videos(dataset: Dataset, classes, score_all_test_videos: bool = False
     videos = _with_duration(dataset.annotations.subset(dataset.test_subset), f"{dataset.name} test")
     if last_only:
         videos = [last_annotation_only(v) for v in videos]
-    videos = [_keep(v, keep) for v in videos]
-    return videos if score_all_test_videos else [v for v in videos if v.instances]
+    if not score_all_test_videos:  # the videos with an instance of the classes (before copying any)
+        videos = [v for v in videos if any(i.label in keep for i in v.instances)]
+    return [_keep(v, keep) for v in videos]
 
 
 def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", last_only: bool = False,
@@ -174,7 +181,7 @@ def zero_shot_test_view(dataset: Dataset, split: ClassSplit, score_all_test_vide
                         last_only: bool = False) -> TestView:
     """The split's test view: its unseen classes; the notes name the double-label pairs the split
     separates (see the module docstring). A dataset without features gives a view without them."""
-    notes = double_label_leaks(split, double_label_pairs(dataset.annotations))
+    notes = double_label_leaks(split, dataset.double_labels)
     for note in notes:
         warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=3)
     return test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)

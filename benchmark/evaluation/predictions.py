@@ -26,6 +26,7 @@ import io
 import json
 import math
 import warnings
+from dataclasses import dataclass
 from itertools import chain
 from operator import attrgetter
 from pathlib import Path
@@ -54,30 +55,59 @@ def load_predictions(path: str | Path, annotations: Annotations | None = None, r
     """Read and check a prediction file (module doc). Proposal files have no labels: with
     ``require_label=False`` a missing label is an empty string. ``classes``: the names a label may
     take (e.g. the dataset's classes); None accepts any."""
+    return read_prediction_columns(path, annotations, require_label, classes).table()
+
+
+@dataclass(frozen=True)
+class PredictionColumns:
+    """A checked prediction file as columns, video and label factorised: ``videos[video_code]`` is each
+    row's video (resolved), ``labels[label_code]`` its label. ``table(rows)`` builds the SegmentTable of
+    some rows without materialising the strings of the others."""
+
+    videos: np.ndarray
+    video_code: np.ndarray
+    t0: np.ndarray
+    t1: np.ndarray
+    labels: np.ndarray
+    label_code: np.ndarray
+    score: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def table(self, rows: np.ndarray | None = None) -> SegmentTable:
+        pick = (lambda column: column) if rows is None else (lambda column: column[rows])
+        video_code, label_code = pick(self.video_code), pick(self.label_code)
+        return SegmentTable(self.videos[video_code], pick(self.t0), pick(self.t1), self.labels[label_code],
+                            pick(self.score), {"video": (self.videos, video_code), "label": (self.labels, label_code)})
+
+
+def read_prediction_columns(path: str | Path, annotations: Annotations | None = None, require_label: bool = True,
+                            classes=None) -> PredictionColumns:
+    """:func:`load_predictions`, as columns."""
     path = Path(path)
     columns, where = (_read_csv if prediction_format(path) == "csv" else _read_json)(path, require_label)
-    (videos, video_index), t0, t1, (labels, label_index), score = columns
+    (videos, video_code), t0, t1, (labels, label_code), score = columns
     if annotations is not None:
         videos = np.array([annotations.resolve_video_id(v) or v for v in videos.tolist()], dtype=str)
-    table = SegmentTable(videos[video_index], t0, t1, labels[label_index], score,
-                         {"video": (videos, video_index), "label": (labels, label_index)})
-    _check(table, path, where, require_label, classes)
-    if len(table) == 0:
+    read = PredictionColumns(videos, video_code, t0, t1, labels, label_code, score)
+    _check(read, path, where, require_label, classes)
+    if len(read) == 0:
         warnings.warn(f"{path}: no predictions (every class scores AP 0)")
-    return table
+    return read
 
 
-def _check(table: SegmentTable, path: Path, where, require_label: bool, classes) -> None:
+def _check(read: PredictionColumns, path: Path, where, require_label: bool, classes) -> None:
     """The row-level rules, as array operations; the first broken row is named via ``where(row)``."""
-    for what, values in (("segment start", table.t0), ("segment end", table.t1), ("score", table.score)):
+    for what, values in (("segment start", read.t0), ("segment end", read.t1), ("score", read.score)):
         bad = np.flatnonzero(~np.isfinite(values))
         if len(bad):
             raise PredictionError(f"{path}: {where(bad[0])}: {what} is not a finite number: {float(values[bad[0]])!r}")
-    bad = np.flatnonzero(table.t1 < table.t0)
+    bad = np.flatnonzero(read.t1 < read.t0)
     if len(bad):
         i = bad[0]
-        raise PredictionError(f"{path}: {where(i)}: segment [{table.t0[i]:g}, {table.t1[i]:g}] has negative length")
-    names, codes = table.factors["label"]  # the rules on labels, checked on the distinct names
+        raise PredictionError(f"{path}: {where(i)}: segment [{read.t0[i]:g}, {read.t1[i]:g}] has negative length")
+    names, codes = read.labels, read.label_code  # the rules on labels, checked on the distinct names
     wrong = (names == "") if require_label else np.zeros(len(names), dtype=bool)
     if len(wrong) and wrong.any():
         row = np.flatnonzero(np.isin(codes, np.flatnonzero(wrong)))[0]

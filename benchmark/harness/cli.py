@@ -104,6 +104,8 @@ def register(subparsers) -> None:
     p.add_argument("--paper-numbers", type=Path, metavar="FILE",
                    help="YAML/JSON {table: {setting: {metric: number}}}: what a paper published for it (paper columns)")
     p.add_argument("--partial", action="store_true", help="score the files present; a missing split leaves n < planned")
+    p.add_argument("--diagnostics", action="store_true", help="DETAD's summaries too, as our jobs record them (the input of "
+                   "the false-positive and sensitivity figures, for rows named there; no table reads them)")
     p.add_argument("--settings", nargs="+", metavar="SETTING", help="only these settings, e.g. 75/25 50/50 (default: all the "
                    "suite's tables take)")
     add_store_arguments(p)
@@ -335,7 +337,7 @@ def cmd_score(args) -> int:
 
     suite = load_suite(args.suite, args.profile, suite_overrides(args, features_required=False))
     records = score(suite, args.name, args.predictions, args.results_dir, partial=args.partial, settings=args.settings,
-                    paper_numbers=args.paper_numbers)
+                    paper_numbers=args.paper_numbers, diagnostics=args.diagnostics)
     for rec in records:
         counts, metrics = rec["extra"]["scored"], rec["metrics"]
         left = counts["outside_scored_videos"] + counts["outside_test_classes"]

@@ -14,8 +14,9 @@ the fourth 75/25 split. The suite's tables say which settings and splits take sc
 (their ``external`` row templates).
 
 ``score`` evaluates each file exactly as the suite evaluates its own jobs of that split
-(runner.score_detections on the split's test view: its unseen classes, scored videos, tIoU set and
-protocol switches). Predictions on videos outside the split's scored set, or labelled with a class
+(scoring.score_detections on the split's test view: its unseen classes, scored videos, tIoU set and
+protocol switches; DETAD's summaries, which only the figures of rows named in the suite read, with
+``--diagnostics``). Predictions on videos outside the split's scored set, or labelled with a class
 outside its test classes, are left out of the metric and counted in the record and the report. Each
 file becomes the record of a job ``external:<name>/default/<setting>/split<i>/seed<s>`` in the
 suite's store (provenance: the file's path, sha256, size, format, the command, the time), which
@@ -38,7 +39,7 @@ import yaml
 from joblib import Parallel, delayed
 
 from benchmark.errors import InputError, read_text
-from benchmark.evaluation.predictions import FORMATS, load_predictions, prediction_format, write_predictions
+from benchmark.evaluation.predictions import FORMATS, prediction_format, read_prediction_columns, write_predictions
 from benchmark.harness.scoring import (data_facts, external_scores_for, job_notes, job_test_view, open_dataset,
                                        score_detections, split_facts)
 from benchmark.harness.store import Store, build_record, collect_provenance, now, read_predictions
@@ -143,29 +144,33 @@ def file_facts(path: Path) -> dict:
             "format": prediction_format(path)}
 
 
-def score_file(path: Path, annotations, test, protocol: dict, external: dict | None) -> dict:
+def score_file(path: Path, annotations, test, protocol: dict, external: dict | None, diagnostics: bool) -> dict:
     """One file scored on one split's test view (scoring.score_detections), with what was left out
     and the warnings it raised (a worker process cannot print them). ``annotations``: those of the
     scored videos (ids resolve against them; a prediction elsewhere is left out whatever its id)."""
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        pred = load_predictions(path, annotations, classes=annotations.classes)
-    videos, video_codes = pred.factors["video"]
-    labels, label_codes = pred.factors["label"]
-    in_videos = np.isin(videos, [v.id for v in test.videos])[video_codes]
-    in_classes = np.isin(labels, np.asarray(test.classes, dtype=str))[label_codes]
-    scored = score_detections(test, pred.select(in_videos & in_classes), protocol, external)
-    scored["counts"] = {"predictions": len(pred), "outside_scored_videos": int((~in_videos).sum()),
+        read = read_prediction_columns(path, annotations, classes=annotations.classes)
+    in_videos = np.isin(read.videos, [v.id for v in test.videos])[read.video_code]
+    in_classes = np.isin(read.labels, np.asarray(test.classes, dtype=str))[read.label_code]
+    kept = np.flatnonzero(in_videos & in_classes)
+    # in descending score order (stable: ties keep file order, the order every evaluation step ranks by, so the
+    # numbers are those of file order), which makes every later sort by score a pass over sorted data
+    kept = kept[np.argsort(-read.score[kept], kind="stable")]
+    scored = score_detections(test, read.table(kept), protocol, external, diagnostics)
+    scored["counts"] = {"predictions": len(read), "outside_scored_videos": int((~in_videos).sum()),
                         "outside_test_classes": int((in_videos & ~in_classes).sum())}
     scored["warnings"] = [str(w.message) for w in caught]
+    scored["file"] = file_facts(path)
     scored["seconds"] = time.perf_counter() - start
     return scored
 
 
 def score(suite: Suite, name: str, directory: Path, results_dir: Path, partial: bool = False, settings=None,
-          paper_numbers: Path | None = None) -> list[dict]:
-    """Score a predictions folder as the method ``external:<name>``; returns the records written."""
+          paper_numbers: Path | None = None, diagnostics: bool = False) -> list[dict]:
+    """Score a predictions folder as the method ``external:<name>``; returns the records written.
+    ``diagnostics``: DETAD's summaries too (what the figures of named rows read; no table does)."""
     if not NAME.fullmatch(name):
         raise ScoreError(f"--name {name!r}: letters, digits, spaces and ._+()- only, starting with a letter or digit")
     papers = read_paper_numbers(paper_numbers, suite) if paper_numbers else None
@@ -177,20 +182,22 @@ def score(suite: Suite, name: str, directory: Path, results_dir: Path, partial: 
 
         ensure_external_scores(dataset, facts)  # the label-fusion audit's classifier, as a run makes it
     start_time, jobs = now(), []
-    for (setting, index), path in files.items():
-        spec = external_spec(suite, name, setting, index)
-        split, test = job_test_view(dataset, spec)
-        jobs.append((spec, split, test, path, external_scores_for(facts, dataset, test)))
+
+    def tasks():  # a generator: the workers start on the first files while the next splits' views are made
+        for (setting, index), path in files.items():
+            spec = external_spec(suite, name, setting, index)
+            split, test = job_test_view(dataset, spec)
+            jobs.append((spec, split, test))
+            yield delayed(score_file)(path, replace(dataset.annotations, videos={v.id: v for v in test.videos}), test,
+                                      spec["protocol"], external_scores_for(facts, dataset, test), diagnostics)
+
     # every file first, on every core (one file a process): a bad one stops the command before any record
-    workers = min(len(jobs), len(os.sched_getaffinity(0)))
-    results = Parallel(n_jobs=workers)(
-        delayed(score_file)(path, replace(dataset.annotations, videos={v.id: v for v in test.videos}), test,
-                            spec["protocol"], external) for spec, _, test, path, external in jobs)
+    results = Parallel(n_jobs=min(len(files), len(os.sched_getaffinity(0))))(tasks())
     for result in results:
         for message in result["warnings"]:
             warnings.warn(message)
-    scored = [(spec, split, test, path, result) for (spec, split, test, path, _), result in zip(jobs, results)]
-    return write_records(suite, name, scored, results_dir, facts, papers, start_time)
+    return write_records(suite, name, [(*job, result) for job, result in zip(jobs, results)], results_dir, facts,
+                         papers, start_time)
 
 
 def write_records(suite: Suite, name: str, scored: list, results_dir: Path, facts: dict, papers: dict | None,
@@ -198,7 +205,7 @@ def write_records(suite: Suite, name: str, scored: list, results_dir: Path, fact
     store, version, provenance = Store(results_dir, suite.name), code_version(), collect_provenance()
     records = []
     with store.lock():
-        for spec, split, test, path, result in scored:
+        for spec, split, test, result in scored:
             identity = data_identity(spec)
             h = spec_hash(spec, identity)
             key = job_key(h, version)
@@ -211,7 +218,7 @@ def write_records(suite: Suite, name: str, scored: list, results_dir: Path, fact
             record = build_record(payload, "ok", result={"metrics": result["metrics"], "per_class": result["per_class"],
                                                          "extra": extra},
                                   timings={"eval": result["seconds"]},
-                                  runtime={"start_time": start_time, "end_time": now(), "prediction_file": file_facts(path),
+                                  runtime={"start_time": start_time, "end_time": now(), "prediction_file": result["file"],
                                            "command": " ".join(sys.argv)})
             store.write_record(key, record)
             records.append(record)

@@ -10,6 +10,7 @@ evaluated by the same code on the same split.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -81,7 +82,7 @@ def _real_paths(real: dict, files: dict, features_needed: bool = True) -> dict:
 def _assumed_durations(facts: dict, feature_fps: float | None) -> dict:
     """Durations for annotation files that give none (G-TAD's thumos_gt.json): T_raw / ``feature_fps``,
     the features' rows per second (``data.real.feature_fps``), read once here; the records say so."""
-    annotations = load_annotations(facts["annotations"])
+    annotations = read_annotations(facts["annotations"])
     without = sorted(v.id for v in annotations.videos.values() if v.duration is None)
     if not without:
         return {}
@@ -99,9 +100,20 @@ def _assumed_durations(facts: dict, feature_fps: float | None) -> dict:
                        f"gives none; {len(durations)} videos)"}
 
 
+def read_annotations(path: str):
+    """The annotation file, parsed once per process (a run checks durations, then opens the dataset)."""
+    p = Path(path)
+    return _parsed_annotations(str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) if p.is_file() else load_annotations(p)
+
+
+@lru_cache(maxsize=4)
+def _parsed_annotations(path: str, _mtime: int, _size: int):
+    return load_annotations(path)
+
+
 def open_dataset(facts: dict, features: bool = True) -> Dataset:
     """The dataset of :func:`data_facts`; without its features when ``features`` is False."""
-    annotations = load_annotations(facts["annotations"])
+    annotations = read_annotations(facts["annotations"])
     if facts.get("durations"):
         videos = {vid: replace(v, duration=facts["durations"].get(vid, v.duration)) for vid, v in annotations.videos.items()}
         annotations = replace(annotations, videos=videos)
@@ -155,11 +167,12 @@ def split_facts(split, test) -> dict | None:
                                        "leaks": list(test.notes)}  # the double-label pairs the split separates
 
 
-def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | None) -> dict:
+def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | None, diagnostics: bool = True) -> dict:
     """What a job records of its detections ``pred`` on its test view, the same for our methods (run_job)
     and for prediction files (benchmark.harness.external): the mAP per threshold (after the protocol's label
     fusion, when it is on), the GT-labels oracle, the label-fusion shortcut apart ("fused/", NOT zero-shot)
-    when the classifier's scores exist, per-class AP, the evaluator's counts and DETAD's summaries.
+    when the classifier's scores exist, per-class AP, the evaluator's counts and DETAD's summaries (the
+    figures' input; ``diagnostics=False`` skips them).
     ``predictions`` is the fused table when the protocol fused labels, else None."""
     notes = [] if len(pred) else [NO_DETECTIONS]
     fused_protocol = protocol.get("external_classifier", "none") != "none"
@@ -175,7 +188,7 @@ def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | 
     if external is not None and not fused_protocol:
         metrics |= map_metrics(evaluate_detection(test.gt, fuse_table(pred, external), tiou), "fused/")
     return {"metrics": metrics, "per_class": {name: float(ap.mean()) for name, ap in result.per_class.items()},
-            "eval_meta": result.meta, "diagnostics": detad_summary(test, pred, tiou), "notes": notes, "tiou": tiou,
+            "eval_meta": result.meta, "diagnostics": detad_summary(test, pred, tiou) if diagnostics else None, "notes": notes, "tiou": tiou,
             "predictions": pred if fused_protocol else None}
 
 

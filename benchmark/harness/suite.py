@@ -523,7 +523,7 @@ def job_spec(suite: Suite, table: Table, row: Row, setting: str, index: int, see
     external = row.method.startswith(EXTERNAL)
     overrides = {} if external else suite.methods[row.method][row.variant]
     config = (config_dict(make_config(row.method, overrides, row.variant))
-              if is_registered(row.method) else None)
+              if not external and is_registered(row.method) else None)  # (is_registered imports the methods)
     data = {"source": suite.data["source"], **(suite.data.get(suite.data["source"]) or {})}
     split = {"index": 0} if setting == "closed" else {
         "index": index, "lists": suite.splits["lists"], "seed": suite.splits["seed"],
