@@ -100,3 +100,6 @@ def test_thumos_smoke_suite_end_to_end(tmp_path):
         assert theirs["per_class"] == ours["per_class"] and theirs["extra"]["diagnostics"] == ours["extra"]["diagnostics"]
         table = (tmp_path / "reports" / "zs_thumos14" / "table1_zero_shot.md").read_text()
         assert f"| {name} " in table
+        paired = pd.read_csv(tmp_path / "reports" / "zs_thumos14" / f"paired_{name.lower().replace(' ', '_').replace('-', '_')}.csv")
+        same = paired[(paired["table"] == "table1_zero_shot") & (paired["vs"] == {"b1_bmn_clip": "B-I"}.get(method, "CLIP training-free"))]
+        assert len(same) == 1 and same["Δ mean"].iloc[0] == 0.0 and set(paired["vs"]) >= {"STALE", "B-II"}

@@ -573,7 +573,8 @@ def with_external(suite: Suite, records: list[dict], reference: dict | None) -> 
 def external_lines(records: list[dict]) -> list[str]:
     """One line per prediction file scored into the reports: where it came from and what was left out of the metric."""
     lines = []
-    for rec in sorted((r for r in records if r["spec"]["method"].startswith(EXTERNAL)), key=lambda r: r["labels"][0]):
+    scored = newest([r for r in records if r["spec"]["method"].startswith(EXTERNAL)], "ok").values()
+    for rec in sorted(scored, key=lambda r: r["labels"][0]):
         source, counts = rec["provenance"].get("prediction_file", {}), rec["extra"].get("scored", {})
         lines.append(f"- `{rec['labels'][0]}`: {source.get('path')} ({source.get('format')}, {source.get('bytes')} bytes, "
                      f"sha256 {str(source.get('sha256'))[:12]}…, scored {rec['provenance'].get('end_time')}): "
@@ -581,6 +582,52 @@ def external_lines(records: list[dict]) -> list[str]:
                      f"split's scored set and {counts.get('outside_test_classes')} with a label outside its test classes "
                      f"left out of the metric")
     return lines
+
+
+def external_comparisons(suite: Suite, frames: dict[str, pd.DataFrame], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """For each method scored from its files: its paired comparison with every other row of every table it
+    is in that reads the same analysis (as run, GT labels, fused), Δ = it − the row over the (split, seed)
+    pairs both have, Student-t 95% CI, paired t and Wilcoxon p, on the table's compared metric (its last
+    one without ``compare``). ``paired_<name>.csv/.md``."""
+    paths, index = [], []
+    for name in sorted({row.method[len(EXTERNAL):] for t in suite.tables for row in t.rows if row.method.startswith(EXTERNAL)}):
+        lines = []
+        for table in suite.tables:
+            metric = table.compare["metric"] if table.compare else table.metrics[-1]
+            jobs = frames[table.name]
+            ours = [r for r in table.rows if r.method == EXTERNAL + name]
+            for setting in table.settings:
+                wide = jobs[jobs["setting"] == setting].pivot_table(index=["split", "seed"], columns="row", values=metric)
+                for label, prefix in ((r.label, r.metrics_from) for r in ours if r.label in wide):
+                    for other in (r.label for r in table.rows if not r.method.startswith(EXTERNAL) and r.label in wide
+                                  and r.metrics_from == prefix):  # like with like: as run, GT labels, fused
+                        pairs = wide[[label, other]].dropna()
+                        c = paired_comparison(pairs[label], pairs[other])
+                        lines.append({"table": table.name, "setting": setting, "metric": metric, "row": label,
+                                      "vs": other, "pairs": c.n, "row mean": pairs[label].mean(), "vs mean": pairs[other].mean(),
+                                      "Δ mean": c.diff, "Δ ci95_lo": c.diff_ci95[0], "Δ ci95_hi": c.diff_ci95[1],
+                                      "paired t p": c.t_pvalue, "wilcoxon p": c.wilcoxon_pvalue})
+        if not lines:
+            continue
+        frame = pd.DataFrame(lines)
+        stem = out_dir / f"paired_{_slug(name)}"
+        frame.to_csv(stem.with_suffix(".csv"), index=False)
+        digits = suite.report["digits"]
+        shown = frame[["table", "setting", "row", "vs", "pairs"]].assign(**{
+            "ours: row / vs": [f"{a:.{digits}f} / {b:.{digits}f}" for a, b in zip(frame["row mean"], frame["vs mean"])],
+            "Δ [95% CI]": [f"{d:+.{digits}f}" + ("" if math.isnan(lo) else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")
+                           for d, lo, hi in zip(frame["Δ mean"], frame["Δ ci95_lo"], frame["Δ ci95_hi"])],
+            "paired t p": frame["paired t p"].map(_p), "wilcoxon p": frame["wilcoxon p"].map(_p)})
+        stem.with_suffix(".md").write_text("\n".join([
+            f"# {name} against every method, paired over class splits", "",
+            f"{name} is scored from its prediction files (`python -m benchmark score`). Per table and setting, each of its "
+            "rows against every other row of the same analysis (as run, GT labels, fused): Δ = it − the row per (split, seed) pair "
+            "both have, on the table's compared metric (Table 1: average mAP), in the tables' units; Student-t 95% CI, "
+            "two-sided paired t-test and Wilcoxon signed-rank p (no correction for the number of comparisons).", "",
+            shown.to_markdown(index=False, disable_numparse=True), ""]))
+        paths += [stem.with_suffix(".csv"), stem.with_suffix(".md")]
+        index.append(f"- [{name} against every method]({stem.name}.md) ([csv]({stem.name}.csv)) — {len(frame)} paired comparisons")
+    return paths, index
 
 
 def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
@@ -609,6 +656,8 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         paths, line = write_claims(suite, frames, reference, out_dir)
         written += paths
         claim_lines = [line]
+    paired_paths, paired_lines = external_comparisons(suite, frames, out_dir)
+    written += paired_paths
     figure_lines = []
     for fig in suite.figures:
         if fig["builder"] not in FIGURES:
@@ -646,7 +695,8 @@ def build_reports(suite: Suite, results_dir: str | Path = DEFAULT_RESULTS,
         *(["## Methods scored from their prediction files", "",
            "Rows named after a method we do not run: its own prediction files, one per class split, scored by "
            "`python -m benchmark score` under this suite's protocol (the evaluation of our jobs, on the same split); "
-           "no training cost is known for them.", "", *scored, ""] if scored else []),
+           "no training cost is known for them. Each against every method, paired over the class splits:", "",
+           *paired_lines, "", "The files scored:", "", *scored, ""] if scored else []),
         *(["## Jobs without a single detection", "", "Finished, but the model detected nothing on any test video "
            "(mAP 0 in every table): a collapsed model, not a measurement of the method at its best.", "", *empty, ""]
           if empty else []),
