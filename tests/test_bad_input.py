@@ -82,6 +82,7 @@ def bad_arguments(tmp_path: Path, binary: Path) -> dict[str, list[str]]:
         "export": ["--suite", "zs_thumos14", "--method", "stale", "--out", str(tmp_path / "e"),
                    "--results-dir", str(tmp_path / "r")],  # nothing has run
 
+        "extract-features": ["--videos", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--fps", "1"],
         "list-methods": ["--no-such-flag"],  # takes no input: only argparse can refuse it
     }
 

@@ -115,3 +115,37 @@ def register(subparsers) -> None:
     p.add_argument("--videos", type=int, help="total videos (2/3 training, 1/3 validation)")
     p.add_argument("--classes", type=int, help="number of classes")
     p.set_defaults(func=_cmd_synth)
+
+    p = subparsers.add_parser(
+        "extract-features", help="CLIP image features of raw videos, in the layouts the feature stores read",
+        description="Sample frames (--fps or --frames), RGB, the open_clip model's own preprocessing, the image tower in "
+                    "batches; [T_raw, D] per video as <prefix><id>.npy or one HDF5 file, extraction.json beside them. "
+                    "Finished videos are skipped; a video that cannot be decoded is reported and the others continue.")
+    p.add_argument("--videos", required=True, type=Path, help="a folder of videos, or a text file with one path per line")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default="ViT-B-16", help="open_clip model name or model-config JSON (default ViT-B-16)")
+    p.add_argument("--pretrained", default="openai", help="open_clip tag (from the local cache) or checkpoint file")
+    rate = p.add_mutually_exclusive_group(required=True)
+    rate.add_argument("--fps", type=float, help="frames per second of video")
+    rate.add_argument("--frames", type=int, help="a fixed number of frames per video")
+    p.add_argument("--format", choices=("npy", "h5"), default="npy")
+    p.add_argument("--prefix", default="v_", help="output name = prefix + file stem (default v_, ActivityNet's rule; '' keeps the stem)")
+    p.add_argument("--normalise", action="store_true", help="L2-normalise each frame's feature")
+    p.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb",
+                   help="bgr only reproduces features made with the OpenCV BGR bug (red and blue swapped); rgb is correct")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2, help="decoding threads (ahead of the model)")
+    p.set_defaults(func=_cmd_extract)
+
+
+def _cmd_extract(args) -> int:
+    from benchmark.data.extract import Options, Sampling, extract, video_list
+
+    options = Options(args.model, args.pretrained, Sampling(args.fps, args.frames, args.channel_order), args.format,
+                      args.prefix, args.normalise, args.device, args.batch_size, args.workers)
+    summary = extract(video_list(args.videos), args.out, options)
+    failed = summary["failed"]
+    print(f"{summary['done']} extracted, {summary['skipped']} already done, {len(failed)} failed"
+          + (f" ({', '.join(sorted(failed))})" if failed else "") + f"; {args.out}/")
+    return 1 if failed else 0

@@ -59,6 +59,10 @@ def data_facts(suite, features: bool = True) -> dict:
     else:
         facts |= _real_paths(data["real"], DATASETS[suite.dataset]["files"], features) | {"source": "real"}
     facts["feature_cache"] = str(CACHE / "features")
+    if facts["source"] == "real" and features and Path(facts["features"]).exists():
+        from benchmark.data.extract import describe_extraction
+
+        facts["extraction"] = describe_extraction(facts["features"])
     facts |= _assumed_durations(facts, data.get("real", {}).get("feature_fps") if data["source"] == "real" else None)
     return facts
 
@@ -158,8 +162,9 @@ def job_test_view(dataset: Dataset, spec: dict):
 
 
 def job_notes(data: dict, test) -> list[str]:
-    """The protocol warnings of a job's test view, and how its data were read."""
-    return list(test.notes) + ([data["assumed"]] if data.get("assumed") else [])
+    """The protocol warnings of a job's test view, and how its data were read (assumed durations, the
+    features' extraction record)."""
+    return list(test.notes) + [data[k] for k in ("assumed", "extraction") if data.get(k)]
 
 
 def split_facts(split, test) -> dict | None:

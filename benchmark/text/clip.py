@@ -144,15 +144,23 @@ class ClipTextTower(nn.Module):
         return self.encode_embeddings(self.embed_tokens(tokens), self.eot_index(tokens))
 
 
-def load_text_tower(cfg: TextEncoderConfig, device: str | torch.device = "cpu") -> ClipTextTower:
-    """Build the open_clip model named by ``cfg``, keep its text tower and tokenizer, drop the rest."""
-    name = _register_model(cfg.model)
-    weights, quick_gelu = _resolve_weights(name, cfg.pretrained)
+def load_clip(model: str, pretrained: str, device: str | torch.device = "cpu"):
+    """(open_clip model, its evaluation image transform, its name) under this module's weight rules: a model
+    name or config JSON, a tag from the local cache (downloaded only with ZSTAD_ALLOW_DOWNLOAD=1) or a file."""
+    name = _register_model(model)
+    weights, quick_gelu = _resolve_weights(name, pretrained)
     try:
-        model = open_clip.create_model(name, pretrained=weights, device=device, force_quick_gelu=quick_gelu)
+        clip, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=weights, device=device,
+                                                                    force_quick_gelu=quick_gelu)
     except Exception as e:  # torch.load / load_state_dict / download errors are many lines long
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise TextEncoderError(f"cannot load {name} weights from {weights}: {first}") from e
+    return clip, preprocess, name
+
+
+def load_text_tower(cfg: TextEncoderConfig, device: str | torch.device = "cpu") -> ClipTextTower:
+    """Build the open_clip model named by ``cfg``, keep its text tower and tokenizer, drop the rest."""
+    model, _, name = load_clip(cfg.model, cfg.pretrained, device)
     tower = ClipTextTower(model, open_clip.get_tokenizer(name))
     del model  # the vision tower goes with it
     return tower.eval()
