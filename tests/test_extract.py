@@ -74,7 +74,7 @@ def test_extract_end_to_end_isolates_bad_videos_and_resumes(tmp_path):
 
 def test_run_all_consumes_an_extracted_folder(tmp_path):
     """8 classes, 2 training + 1 validation video each (4 s, one colour a second): extracted at 2 frames/s with
-    the tiny tower, then the smoke profile of zs_activitynet (75/25 split 0) reads the folder and its record."""
+    the tiny tower, then the smoke profile of zs_activitynet (one method, 75/25 split 0) reads the folder and its record."""
     import subprocess
     import sys
     from pathlib import Path
@@ -96,7 +96,7 @@ def test_run_all_consumes_an_extracted_folder(tmp_path):
     assert summary["done"] == 24 and not summary["failed"]
     done = subprocess.run([sys.executable, str(root / "run_all.py"), "--suite", "zs_activitynet", "--profile", "smoke",
                            "--annotations", str(annotations), "--features", str(tmp_path / "features"),
-                           "--clip-model", tower.model, "--clip-pretrained", tower.pretrained, "--only", "*/75/25/*",
+                           "--clip-model", tower.model, "--clip-pretrained", tower.pretrained, "--only", "clip_training_free/*/75/25/*",
                            "--workers", "2", "--results-dir", str(tmp_path / "results"),
                            "--reports-dir", str(tmp_path / "reports")], capture_output=True, text=True, timeout=900, cwd=root)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
