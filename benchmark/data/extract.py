@@ -14,7 +14,8 @@ Decoding: PyAV. Its wheels bundle FFmpeg, so it installs here and anywhere witho
 (torchcodec needs the system's FFmpeg libraries; decord's last release is from 2021). Frames are
 decoded sequentially, not by seeking: a frame "at time t" is then exactly the one displayed at t,
 whatever the container's keyframe index says, at the cost of decoding every frame. Decoding runs in a
-thread pool (FFmpeg releases the GIL) ahead of the model, so the model does not wait on the decoder.
+thread pool (FFmpeg releases the GIL) up to 2 × workers videos ahead of the model, so the model does
+not wait on the decoder and memory stays bounded.
 
 Resume: a video whose output exists is skipped (outputs are written to a temporary name and renamed,
 so a half-written file never counts). A video that cannot be decoded is logged with its reason; the
@@ -26,6 +27,7 @@ import json
 import os
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -159,7 +161,7 @@ def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
-        for video, decoded in tqdm(zip(todo, pool.map(decode, todo)), total=len(todo), unit="video"):
+        for video, decoded in tqdm(_ahead(pool, decode, todo, 2 * max(1, options.workers)), total=len(todo), unit="video"):
             name = output_name(video, options.prefix)
             if isinstance(decoded, str):
                 summary["failed"][name] = decoded
@@ -180,6 +182,19 @@ def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
             summary["done"] += 1
     summary["seconds"] = time.perf_counter() - start
     return summary
+
+
+def _ahead(pool: ThreadPoolExecutor, fn, items: list, depth: int):
+    """(item, fn(item)) in order, with at most ``depth`` items being decoded ahead (memory stays bounded)."""
+    pending: deque = deque()
+    for item in items:
+        pending.append((item, pool.submit(fn, item)))
+        if len(pending) > depth:
+            item_, future = pending.popleft()
+            yield item_, future.result()
+    while pending:
+        item_, future = pending.popleft()
+        yield item_, future.result()
 
 
 class _null:
