@@ -122,3 +122,47 @@ def test_the_command_reports_failures_in_its_exit_code(tmp_path, capsys):
     assert open_feature_store(tmp_path / "out").read("good").shape == (3, 64)
     (videos / "bad.mp4").unlink()
     assert main(argv) == 0 and "0 extracted, 1 already done, 0 failed" in capsys.readouterr().out
+
+
+def test_one_process_per_device_gives_the_same_features(tmp_path):
+    """Two CPU "devices" stand for two GPUs: the same outputs, sidecar and failures as one process."""
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for name, seconds in (("a", 2), ("b", 3), ("c", 4)):
+        write_video(videos / f"{name}.mp4", seconds=seconds)
+    (videos / "bad.mp4").write_bytes(b"not a video")
+    tower = make_tiny_clip(tmp_path / "clip", seed=0)
+    one = Options(tower.model, tower.pretrained, Sampling(fps=2), fmt="h5")
+    two = Options(tower.model, tower.pretrained, Sampling(fps=2), fmt="h5", device="cpu,cpu")
+    first = extract(sorted(videos.iterdir()), tmp_path / "one", one, log=lambda _: None)
+    second = extract(sorted(videos.iterdir()), tmp_path / "two", two, log=lambda _: None)
+    assert first["done"] == second["done"] == 3 and set(first["failed"]) == set(second["failed"]) == {"v_bad"}
+    a, b = open_feature_store(tmp_path / "one" / "features.h5"), open_feature_store(tmp_path / "two" / "features.h5")
+    for name in "abc":
+        assert np.allclose(a.read(name), b.read(name), atol=1e-6) and len(a.read(name)) == {"a": 4, "b": 6, "c": 8}[name]
+    sidecars = [json.loads((tmp_path / d / "extraction.json").read_text())["videos"] for d in ("one", "two")]
+    assert sidecars[0] == sidecars[1]
+
+
+def test_a_device_process_that_cannot_start_is_named(tmp_path):
+    write_video(tmp_path / "a.mp4", seconds=1)
+    write_video(tmp_path / "b.mp4", seconds=1)
+    tower = make_tiny_clip(tmp_path / "clip", seed=0)
+    options = Options(tower.model, str(tmp_path / "missing.pt"), Sampling(fps=1), device="cpu,cpu")
+    with pytest.raises(Exception, match=r"extract-features on cpu: .*missing\.pt"):
+        extract([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "out", options)
+    assert not list((tmp_path / "out").glob("*.npy"))
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_features_match_cpu_within_bf16(tmp_path):
+    """On a GPU machine: bf16 autocast on CUDA gives the CPU float32 features up to bf16 rounding."""
+    write_video(tmp_path / "a.mp4", seconds=3)
+    tower = make_tiny_clip(tmp_path / "clip", seed=0)
+    features = {}
+    for device in ("cpu", "cuda"):
+        options = Options(tower.model, tower.pretrained, Sampling(fps=2), device=device, normalise=True)
+        extract([tmp_path / "a.mp4"], tmp_path / device, options)
+        features[device] = open_feature_store(tmp_path / device).read("a")
+    cosine = (features["cpu"] * features["cuda"]).sum(axis=1)
+    assert features["cuda"].dtype == np.float32 and cosine.min() > 0.99

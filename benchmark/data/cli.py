@@ -133,7 +133,7 @@ def register(subparsers) -> None:
     p.add_argument("--normalise", action="store_true", help="L2-normalise each frame's feature")
     p.add_argument("--channel-order", choices=("rgb", "bgr"), default="rgb",
                    help="bgr only reproduces features made with the OpenCV BGR bug (red and blue swapped); rgb is correct")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on CUDA)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (bf16 autocast on CUDA); several, comma-separated (cuda:0,cuda:1): one process each")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help="decoding threads (ahead of the model)")
     p.set_defaults(func=_cmd_extract)

@@ -15,7 +15,9 @@ Decoding: PyAV. Its wheels bundle FFmpeg, so it installs here and anywhere witho
 decoded sequentially, not by seeking: a frame "at time t" is then exactly the one displayed at t,
 whatever the container's keyframe index says, at the cost of decoding every frame. Decoding runs in a
 thread pool (FFmpeg releases the GIL) up to 2 × workers videos ahead of the model, so the model does
-not wait on the decoder and memory stays bounded.
+not wait on the decoder and memory stays bounded. Several devices (``cuda:0,cuda:1``): one process per
+device, each with its own decoding threads, taking every n-th video; the parent process alone writes the
+outputs and the sidecar, so there is one writer whatever the format.
 
 Resume: a video whose output exists is skipped (outputs are written to a temporary name and renamed,
 so a half-written file never counts). A video that cannot be decoded is logged with its reason; the
@@ -29,7 +31,7 @@ import tempfile
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -110,7 +112,7 @@ class Options:
     fmt: str = "npy"  # npy | h5
     prefix: str = "v_"  # output name = prefix + video id (the file stem, without an existing prefix)
     normalise: bool = False  # L2-normalise each frame's feature
-    device: str = "cpu"
+    device: str = "cpu"  # or several, comma-separated: one process each
     batch_size: int = 64
     workers: int = 2  # decoding threads
 
@@ -135,12 +137,11 @@ def output_name(video: Path, prefix: str) -> str:
 
 
 def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
-    """Extract every video not done yet; returns the summary (done, skipped, failed: {name: reason})."""
-    import torch
-    from PIL import Image
-    from tqdm import tqdm
+    """Extract every video not done yet; returns the summary (done, skipped, failed: {name: reason}).
 
-    from benchmark.text.clip import load_clip
+    ``options.device`` may list several devices (``cuda:0,cuda:1``): one process per device then takes
+    every n-th video, and this process alone writes the outputs and ``extraction.json``."""
+    from tqdm import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
     sidecar = _read_sidecar(out, options)
@@ -149,6 +150,31 @@ def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
     summary = {"done": 0, "skipped": len(videos) - len(todo), "failed": {}}
     if not todo:
         return summary
+    devices = [d.strip() for d in options.device.split(",") if d.strip()]
+    encoded = encode_videos(todo, options) if len(devices) == 1 else _from_devices(todo, options, devices)
+    start = time.perf_counter()
+    for video, result in tqdm(encoded, total=len(todo), unit="video"):
+        name = output_name(video, options.prefix)
+        if isinstance(result, str):
+            summary["failed"][name] = result
+            log(f"failed: {video}: {result}")
+            continue
+        features, times = result
+        _write(out, name, features, options.fmt)
+        sidecar["videos"][name] = {"frames": len(times), "times": [round(float(t), 6) for t in times]}
+        _write_sidecar(out, sidecar)
+        summary["done"] += 1
+    summary["seconds"] = time.perf_counter() - start
+    return summary
+
+
+def encode_videos(videos: list[Path], options: Options):
+    """(video, ([T, D] float32 features, [T] times) or the reason it failed), in order, on ``options.device``."""
+    import torch
+    from PIL import Image
+
+    from benchmark.text.clip import load_clip
+
     model, preprocess, _ = load_clip(options.model, options.pretrained, options.device)
     model.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if options.device.startswith("cuda") else _null()
@@ -159,13 +185,10 @@ def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
         except Exception as e:  # a corrupt or unreadable video: isolated, reported
             return f"{type(e).__name__}: {' '.join(str(e).split()) or 'unreadable'}"
 
-    start = time.perf_counter()
     with ThreadPoolExecutor(max(1, options.workers)) as pool:
-        for video, decoded in tqdm(_ahead(pool, decode, todo, 2 * max(1, options.workers)), total=len(todo), unit="video"):
-            name = output_name(video, options.prefix)
+        for video, decoded in _ahead(pool, decode, videos, 2 * max(1, options.workers)):
             if isinstance(decoded, str):
-                summary["failed"][name] = decoded
-                log(f"failed: {video}: {decoded}")
+                yield video, decoded
                 continue
             frames, times = decoded
             pixels = torch.stack([preprocess(Image.fromarray(f)) for f in frames])
@@ -176,12 +199,65 @@ def extract(videos: list[Path], out: Path, options: Options, log=print) -> dict:
             features = torch.cat(chunks)
             if options.normalise:
                 features = torch.nn.functional.normalize(features, dim=-1)
-            _write(out, name, features.cpu().numpy().astype(np.float32), options.fmt)
-            sidecar["videos"][name] = {"frames": len(times), "times": [round(float(t), 6) for t in times]}
-            _write_sidecar(out, sidecar)
-            summary["done"] += 1
-    summary["seconds"] = time.perf_counter() - start
-    return summary
+            yield video, (features.cpu().numpy().astype(np.float32), times)
+
+
+def _device_worker(index: int, videos: list[Path], options: Options, queue, threads: int) -> None:
+    """One device's process: its videos' results on ``queue`` as (index, video, result), then (index, None, None);
+    (index, None, reason) if it cannot go on (e.g. the model does not load)."""
+    try:
+        if not options.device.startswith("cuda"):
+            import torch
+
+            torch.set_num_threads(threads)  # CPU processes share the cores
+        for video, result in encode_videos(videos, options):
+            queue.put((index, str(video), result))
+    except Exception as e:
+        queue.put((index, None, f"{type(e).__name__}: {e}"))
+        return
+    queue.put((index, None, None))
+
+
+def _from_devices(videos: list[Path], options: Options, devices: list[str]):
+    """encode_videos over one process per device (video i on device i mod n), results as they come. A process
+    that dies takes only its unfinished videos with it: they are reported failed, naming the device."""
+    import multiprocessing
+    from queue import Empty
+
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    queue = context.Queue(maxsize=4 * len(devices))
+    left = {i: deque(videos[i::len(devices)]) for i in range(len(devices))}
+    processes = [context.Process(target=_device_worker, daemon=True,
+                                 args=(i, list(left[i]), replace(options, device=device), queue,
+                                       max(1, (os.cpu_count() or 1) // len(devices))))
+                 for i, device in enumerate(devices)]
+    for p in processes:
+        p.start()
+    running = set(left)
+    try:
+        while running:
+            try:
+                i, video, result = queue.get(timeout=2.0)
+            except Empty:
+                dead = [i for i in running if not processes[i].is_alive()]
+                if dead and queue.empty():  # a process that exits has flushed its queue: nothing more will come
+                    for i in dead:
+                        running.discard(i)
+                        reason = f"the process on {devices[i]} died (exit code {processes[i].exitcode})"
+                        while left[i]:
+                            yield left[i].popleft(), reason
+                continue
+            if video is None:
+                running.discard(i)
+                if result is not None:
+                    raise ExtractionError(f"extract-features on {devices[i]}: {result}")
+                continue
+            yield left[i].popleft(), result
+    finally:
+        for p in processes:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()
 
 
 def _ahead(pool: ThreadPoolExecutor, fn, items: list, depth: int):
