@@ -154,6 +154,45 @@ def test_a_device_process_that_cannot_start_is_named(tmp_path):
     assert not list((tmp_path / "out").glob("*.npy"))
 
 
+def test_a_device_process_that_dies_fails_only_its_unfinished_videos(tmp_path):
+    """b.mp4 is a named pipe nobody writes to, so the second process hangs opening it; once a.mp4 is written,
+    the test kills both processes. a.mp4 stays extracted, b.mp4 is reported failed, naming the device."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+    import time
+
+    write_video(tmp_path / "a.mp4", seconds=1)
+    os.mkfifo(tmp_path / "b.mp4")
+    tower = make_tiny_clip(tmp_path / "clip", seed=0)
+
+    def kill_when_a_is_written():
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "out" / "v_a.npy").exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_when_a_is_written, daemon=True)
+    killer.start()
+    options = Options(tower.model, tower.pretrained, Sampling(fps=1), device="cpu,cpu")
+
+    def hung(*_):
+        raise AssertionError("extract did not notice the dead process")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(240)
+    try:
+        summary = extract([tmp_path / "a.mp4", tmp_path / "b.mp4"], tmp_path / "out", options, log=lambda _: None)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    killer.join()
+    assert summary["done"] == 1 and summary["failed"] == {"v_b": "the process on cpu died (exit code -9)"}
+    assert open_feature_store(tmp_path / "out").read("a").shape == (1, 64)
+
+
 @pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_features_match_cpu_within_bf16(tmp_path):
     """On a GPU machine: bf16 autocast on CUDA gives the CPU float32 features up to bf16 rounding."""
