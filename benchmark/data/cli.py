@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.data.annotations import FORMATS, load_annotations
+from benchmark.data.box_annotations import BOX_FORMATS, detect_box_format
 from benchmark.data.splits import REPO_SPLITS, SETTINGS, generate_splits, import_split_lists, write_splits
 
 
@@ -27,6 +28,8 @@ def dataset_info(annotations) -> dict:
 
 
 def _cmd_dataset_info(args) -> int:
+    if args.format in BOX_FORMATS or args.format is None and detect_box_format(args.annotations):
+        return _print_box_info(args)
     info = dataset_info(load_annotations(args.annotations, args.format))
     if args.json:
         print(json.dumps(info, indent=1))
@@ -39,6 +42,29 @@ def _cmd_dataset_info(args) -> int:
     print(f"{info['file']} ({info['format']}, {info['classes']} classes)")
     print(tabulate(rows, headers=["subset", "videos", "instances", "classes", "median length / duration"],
                    intfmt=","))
+    for why, n in info["warnings"].items():
+        print(f"note: {n} × {why}")
+    return 0
+
+
+def _print_box_info(args) -> int:
+    """dataset-info of a box-level file (ACT pkl, UCF101-24 pyannot, ST-CLIP JSON, AVA CSV)."""
+    import warnings
+
+    from tabulate import tabulate
+
+    from benchmark.data.box_annotations import box_dataset_info, load_box_annotations
+
+    with warnings.catch_warnings():  # the notes are printed below
+        warnings.simplefilter("ignore", UserWarning)
+        info = box_dataset_info(load_box_annotations(args.annotations, args.format))
+    if args.json:
+        print(json.dumps(info, indent=1))
+        return 0
+    columns = ["videos", "annotated_frames", "frames_with_boxes", "boxes", "tubes", "classes"]
+    rows = [[s] + ["n/a" if d[c] is None else d[c] for c in columns] for s, d in info["subsets"].items()]
+    print(f"{info['file']} ({info['format']}, {info['classes']} classes)")
+    print(tabulate(rows, headers=["subset"] + [c.replace("_", " ") for c in columns], intfmt=","))
     for why, n in info["warnings"].items():
         print(f"note: {n} × {why}")
     return 0
@@ -81,12 +107,15 @@ def _cmd_synth(args) -> int:
 
 
 def register(subparsers) -> None:
-    def annotations_args(p):
-        p.add_argument("--annotations", required=True, help="annotation file (ActivityNet, BMN, ActionFormer or G-TAD JSON)")
-        p.add_argument("--format", choices=FORMATS, help="override format auto-detection")
+    def annotations_args(p, boxes: bool = False):
+        what = "ActivityNet, BMN, ActionFormer or G-TAD JSON"
+        if boxes:
+            what += "; or box-level: ACT *-GT.pkl, UCF101-24 pyannot pkl, ST-CLIP JSON, AVA CSV"
+        p.add_argument("--annotations", required=True, help=f"annotation file ({what})")
+        p.add_argument("--format", choices=FORMATS + (BOX_FORMATS if boxes else ()), help="override format auto-detection")
 
     p = subparsers.add_parser("dataset-info", help="videos, instances and classes per subset of an annotation file")
-    annotations_args(p)
+    annotations_args(p, boxes=True)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=_cmd_dataset_info)
 
