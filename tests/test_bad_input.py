@@ -73,6 +73,7 @@ def bad_arguments(tmp_path: Path, binary: Path) -> dict[str, list[str]]:
         "import-splits": ["--annotations", good_gt, "--lists", str(tmp_path / "none"), "--dataset", "THUMOS14"],
         "synth": ["--out", str(a_file)],  # a file where the benchmark's folder should go
         "evaluate": ["--gt", good_gt, "--pred", str(binary), "--subset", "Test"],
+        "evaluate-boxes": ["--gt", str(tmp_path / "missing.csv"), "--pred", str(binary)],
         "proposal-recall": ["--gt", str(tmp_path / "missing.json"), "--pred", str(binary), "--subset", "Test"],
         "run": ["--suite", "zs_activitynet", "--profile", "smoke", "--gpus", "x,y", "--dry-run",
                 "--results-dir", str(tmp_path / "r"), "--reports-dir", str(tmp_path / "p")],
