@@ -3,7 +3,8 @@
 Training (:func:`box_train_view`): GT boxes of seen classes only, on the split's training videos.
 Unseen classes leave in one of two ways (``unseen``):
 - ``drop_videos``: a video holding any unseen-class box is left out (ST-CLIP's J-HMDB / UCF lists,
-  ZS-AVA's "training videos that all lack the unseen classes");
+  ZS-AVA's "training videos that all lack the unseen classes"), and so is a video without any GT box
+  (UCF101-24 lists 6 training videos that its annotations lack);
 - ``drop_labels``: every video stays, its unseen-class rows are removed (their persons stay in the
   frames, unlabelled: the temporal track's protocol default).
 
@@ -23,12 +24,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from benchmark.data.box_annotations import BoxAnnotations
+from benchmark.data.box_annotations import PERSON, BoxAnnotations
 from benchmark.data.splits import ClassSplit
 from benchmark.errors import InputError
 from benchmark.evaluation.boxes import BoxTable
-
-PERSON = "person"
 
 
 @dataclass(frozen=True)
@@ -50,22 +49,14 @@ class BoxTestView:
     box_source: str  # "gt" or "detector:<rule>"
 
 
-def video_classes(ann: BoxAnnotations) -> dict[str, set[str]]:
-    """video -> the classes of its GT rows."""
-    out: dict[str, set[str]] = {}
-    for video, label in set(zip(ann.gt.video.tolist(), ann.gt.label.tolist())):
-        out.setdefault(video, set()).add(label)
-    return out
-
-
 def box_train_view(ann: BoxAnnotations, split: ClassSplit, videos, unseen: str = "drop_videos") -> BoxTrainView:
     if unseen not in ("drop_videos", "drop_labels"):
         raise InputError(f"unseen={unseen!r}: use drop_videos or drop_labels")
     videos = set(videos)
     seen = set(split.seen)
     if unseen == "drop_videos":
-        classes_of = video_classes(ann)
-        kept = {v for v in videos if classes_of.get(v, set()) <= seen}
+        classes_of = ann.video_classes
+        kept = {v for v in videos if v in classes_of and classes_of[v] <= seen}  # no GT: no known class, nothing to learn
     else:
         kept = videos
     in_videos = np.isin(ann.gt.video, list(kept))
@@ -84,7 +75,7 @@ def box_test_view(ann: BoxAnnotations, split: ClassSplit, videos, boxes: BoxTabl
     groups = {"unseen": split.unseen, "seen": split.seen, "all": tuple(sorted(split.seen + split.unseen))}
     videos = set(videos)
     if test_videos == "unseen_only":
-        classes_of = video_classes(ann)
+        classes_of = ann.video_classes
         videos = {v for v in videos if classes_of.get(v, set()) & set(split.unseen)}
     videos = sorted(videos)
     gt = ann.gt.select(np.isin(ann.gt.video, videos) & np.isin(ann.gt.label, list(groups[evaluated])))
