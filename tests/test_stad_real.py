@@ -14,9 +14,9 @@ from benchmark.data.box_annotations import load_box_annotations, load_person_box
 from benchmark.data.box_views import box_test_view, box_train_view, filter_person_boxes
 from benchmark.data.splits import import_stclip_lists, paper_splits
 from benchmark.evaluation.boxes import BoxTable, box_iou
-from benchmark.evaluation.frame_map import frame_map
+from benchmark.evaluation.frame_map import PRESETS, frame_map
 
-TUBE_PRESETS = ("multisports", "act", "odm")  # the J-HMDB / UCF101-24 evaluators
+TUBE_PRESETS = tuple(PRESETS)  # every preset: the AVA ones treat each frame as a keyframe
 
 
 @lru_cache(maxsize=None)

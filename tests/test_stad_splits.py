@@ -93,3 +93,20 @@ def test_a_family_split_keeps_its_setting_through_a_file(tmp_path):
     split = ClassSplit("d", 15 / 21, 2, ("a",), ("b",), "x", "generated", 0)
     assert split.setting == "train_1_test_1"
     assert read_split(write_splits([split], tmp_path)[0]) == split
+
+
+def test_import_splits_command_writes_the_stclip_family_and_audits_it(shared_data, tmp_path, capsys):
+    from benchmark.cli import main
+    from benchmark.text.tiny import make_tiny_clip
+
+    tower = make_tiny_clip(tmp_path / "clip", seed=0)
+    argv = ["import-splits", "--annotations", str(shared_data / "jhmdb" / "JHMDB-GT.pkl"), "--family", "stclip",
+            "--lists", str(shared_data / "jhmdb" / "zs_splits"), "--dataset", "JHMDB-21", "--out", str(tmp_path / "splits"),
+            "--audit-model", tower.model, "--audit-pretrained", tower.pretrained]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "JHMDB-21 stclip: 4 valid splits (15 seen / 6 unseen)" in out
+    assert out.count("the closest seen name of each unseen name") == 4 and all(name in out for name in ("pullup", "swing_baseball"))
+    written = sorted((tmp_path / "splits" / "JHMDB-21" / "imported" / "stclip").glob("split_*.json"))
+    assert [p.name for p in written] == ["split_1.json", "split_2.json", "split_3.json", "split_4.json"]
+    assert read_split(written[0]).unseen == ("catch", "clap", "pullup", "sit", "throw", "wave")

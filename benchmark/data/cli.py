@@ -83,6 +83,8 @@ def _cmd_make_splits(args) -> int:
 
 
 def _cmd_import_splits(args) -> int:
+    if args.family == "stclip":
+        return _import_stclip(args)
     classes = load_annotations(args.annotations, args.format).classes
     for ratio in _ratios(args.ratios):
         splits = import_split_lists(args.lists, args.dataset, classes, ratio)
@@ -91,6 +93,34 @@ def _cmd_import_splits(args) -> int:
             where = f" -> {write_splits(splits, args.out)[0].parent}"
         print(f"{args.dataset} {SETTINGS[ratio]}: {len(splits)} valid splits "
               f"({len(splits[0].seen)} seen / {len(splits[0].unseen)} unseen){where}")
+    return 0
+
+
+def _import_stclip(args) -> int:
+    """ST-CLIP's label_split_<i>/ lists against a box-level annotation file, and the nearest-seen audit."""
+    from benchmark.data.box_annotations import load_box_annotations
+    from benchmark.data.splits import import_stclip_lists, nearest_seen
+
+    ann = load_box_annotations(args.annotations, args.format)
+    # the lists name bare videos; the ACT layout keys them class/video
+    classes = {video.rsplit("/", 1)[-1]: next(iter(labels)) for video, labels in ann.video_classes.items() if len(labels) == 1}
+    splits = import_stclip_lists(args.lists, args.dataset, ann.labels, classes)
+    where = f" -> {write_splits(splits, args.out)[0].parent}" if args.out else ""
+    print(f"{args.dataset} stclip: {len(splits)} valid splits ({len(splits[0].seen)} seen / {len(splits[0].unseen)} unseen){where}")
+    if args.audit_model:
+        from tabulate import tabulate
+
+        from benchmark.text.clip import TextEncoderConfig, class_embeddings
+        from benchmark.text.prompts import natural_name
+
+        cfg = TextEncoderConfig(args.audit_model, args.audit_pretrained)
+
+        def embed(names):
+            return class_embeddings(cfg, [natural_name(n) for n in names])
+
+        for split in splits:
+            print(f"\nsplit {split.index}: the closest seen name of each unseen name ({args.audit_model}, {args.audit_pretrained})")
+            print(tabulate(nearest_seen(split, embed), headers=["unseen", "closest seen", "cosine"], floatfmt=".3f"))
     return 0
 
 
@@ -128,12 +158,18 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, default=REPO_SPLITS, help="root folder (default: the repo's splits/)")
     p.set_defaults(func=_cmd_make_splits)
 
-    p = subparsers.add_parser("import-splits", help="validate published split lists (train_75_test_25/<dataset>/{train,test}/split_i.list)")
-    annotations_args(p)
+    p = subparsers.add_parser("import-splits", help="validate published split lists (train_75_test_25/<dataset>/{train,test}/split_i.list, or ST-CLIP label_split_<i>/ with --family stclip)")
+    annotations_args(p, boxes=True)
     p.add_argument("--lists", required=True, type=Path, help="root holding train_75_test_25/ and train_50_test_50/")
     p.add_argument("--dataset", required=True, help="folder name in the lists, e.g. ActivityNet or THUMOS14")
     p.add_argument("--ratios", default="0.75,0.5")
     p.add_argument("--out", type=Path, help="also write them as split JSON files under this root")
+    p.add_argument("--family", choices=("ratios", "stclip"), default="ratios",
+                   help="ratios: the 75/25 and 50/50 lists; stclip: ST-CLIP's label_split_<i>/{train,test}_{label,video}.txt "
+                        "against a box-level annotation file")
+    p.add_argument("--audit-model", help="stclip: print the closest seen name of every unseen name, by this open_clip "
+                                         "text tower's similarity (e.g. ViT-B-16)")
+    p.add_argument("--audit-pretrained", default="openai", help="its weights: tag or checkpoint file")
     p.set_defaults(func=_cmd_import_splits)
 
     p = subparsers.add_parser("synth", help="generate the synthetic benchmark (ActivityNet- or THUMOS-shaped) in the real formats")

@@ -9,7 +9,6 @@ background embedding G_e^bg appended as class K+1.
 from __future__ import annotations
 
 import re
-
 from typing import TYPE_CHECKING, Sequence
 
 import torch
@@ -32,7 +31,6 @@ N_CTX = 4
 CTX_INIT = ""
 
 
-@torch.no_grad()
 def natural_name(name: str) -> str:
     """A dataset's label string as words: ``brush_hair`` -> ``brush hair``, ``SoccerJuggling`` -> ``soccer
     juggling``; other names (``kick (an object)``) unchanged. ST-CLIP prompts with the raw strings
@@ -41,6 +39,7 @@ def natural_name(name: str) -> str:
     return words.lower() if words != name else name
 
 
+@torch.no_grad()
 def hand_crafted_embeddings(tower: ClipTextTower, names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
     """[K, embed_dim] L2-normalised class embeddings from hand-written templates (no learning).
 
