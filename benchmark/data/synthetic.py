@@ -293,12 +293,17 @@ def ensure_synthetic(root: str | Path, profile: str = "default", seed: int = 0, 
     from scratch when the config or the world's pretrained tower differs)."""
     cfg = replace(PROFILES[profile], seed=seed, **overrides)
     key = f"{profile}-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
-    out = Path(root) / f"v{GENERATOR_VERSION}-{key}"
+    return ensure_generated(Path(root) / f"v{GENERATOR_VERSION}-{key}", cfg, _world(cfg), generate)
+
+
+def ensure_generated(out: Path, cfg, world: WorldConfig, make) -> Path:
+    """``out`` if it holds a complete benchmark of ``cfg`` made with ``world``'s current tower, else
+    ``make(out, cfg)`` into a fresh folder. Shared by the temporal and box-level generators."""
     manifest = out / "synthetic.json"
     if manifest.exists():
         written = json.loads(manifest.read_text())
         tower = Path(written["text_encoder"]["pretrained"]).stem
-        if written["config"] == json.loads(json.dumps(asdict(cfg))) and tower.endswith(tower_tag(_world(cfg))):
+        if written["config"] == json.loads(json.dumps(asdict(cfg))) and tower.endswith(tower_tag(world)):
             return out  # same config, and the world's tower has not changed (pretraining recipe, versions)
         shutil.rmtree(out)  # stale: no file of the old benchmark (e.g. its tower) may linger in the new one
-    return generate(out, cfg)
+    return make(out, cfg)

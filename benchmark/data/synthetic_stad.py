@@ -66,7 +66,6 @@ import csv
 import io
 import json
 import os
-import shutil
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -78,8 +77,9 @@ from benchmark.data.box_annotations import PERSON, BoxAnnotations
 from benchmark.data.box_writers import (stclip_image_ids, write_act_pkl, write_ava_csv, write_ava_exclusions,
                                         write_ava_label_map, write_person_boxes, write_stclip_json, write_ucf_pyannot)
 from benchmark.data.regions import roi_weights
-from benchmark.data.synthetic import SynthConfig, _random_rotation, _unit, class_names, visual_signatures
-from benchmark.data.world import WorldConfig, concepts, pretrained_text_encoder, tower_tag
+from benchmark.data.synthetic import (SynthConfig, _random_rotation, _unit, class_names, ensure_generated,
+                                      visual_signatures)
+from benchmark.data.world import WorldConfig, concepts, pretrained_text_encoder
 from benchmark.errors import InputError
 from benchmark.evaluation.boxes import BoxTable
 
@@ -653,13 +653,5 @@ def ensure_synthetic_stad(root: str | Path, profile: str = "jhmdb", seed: int = 
         raise InputError(f"synthetic STAD profile {profile!r}: use one of {', '.join(PROFILES)}")
     cfg = replace(PROFILES[profile], seed=seed, **overrides)
     key = f"{profile}-s{seed}" + "".join(f"-{k}{v}" for k, v in sorted(overrides.items()))
-    out = Path(root) / f"stad-v{GENERATOR_VERSION}-{key}"
-    manifest = out / "synthetic.json"
-    if manifest.exists():
-        written = json.loads(manifest.read_text())
-        tower = Path(written["text_encoder"]["pretrained"]).stem
-        world = WorldConfig(seed=cfg.world_seed, embed_dim=cfg.embed_dim)
-        if written["config"] == json.loads(json.dumps(asdict(cfg))) and tower.endswith(tower_tag(world)):
-            return out
-        shutil.rmtree(out)  # stale: no file of the old benchmark may linger in the new one
-    return generate(out, cfg)
+    world = WorldConfig(seed=cfg.world_seed, embed_dim=cfg.embed_dim)
+    return ensure_generated(Path(root) / f"stad-v{GENERATOR_VERSION}-{key}", cfg, world, generate)
