@@ -1,5 +1,4 @@
 import json
-import pickle
 import shutil
 import time
 from collections import Counter
@@ -11,6 +10,7 @@ import pytest
 
 from benchmark.data.box_annotations import load_box_annotations, load_person_boxes, read_ava_exclusions, read_ava_label_map
 from benchmark.data.regions import roi_pool, roi_weights
+from benchmark.data.safe_pickle import load_pickle
 from benchmark.data.synthetic_stad import PROFILES, ensure_synthetic_stad, generate, load_manifest
 from benchmark.evaluation.boxes import box_iou
 from benchmark.text.clip import TextEncoderConfig, load_text_tower
@@ -98,8 +98,7 @@ def test_jhmdb_shape_through_the_real_readers(smoke):
     for video in ann.videos:  # one actor tube covering every frame
         rows = ann.gt.video == video
         assert set(ann.gt.person[rows].tolist()) == {0} and sorted(ann.gt.frame[rows]) == list(range(1, ann.nframes[video] + 1))
-    with open(manifest["annotations"]["act_pkl"], "rb") as f:
-        raw = pickle.load(f, encoding="latin1")
+    raw = load_pickle(manifest["annotations"]["act_pkl"])
     assert next(iter(next(iter(raw["gttubes"].values())).values()))[0].dtype == np.float32
     # the ST-CLIP test JSON holds exactly the pickle's split-1 test rows (bare movie names)
     stclip = load_box_annotations(manifest["annotations"]["gt_json"])
@@ -276,3 +275,13 @@ def test_global_feature_carries_context_beyond_the_box(smoke):
         centre = np.stack([np.mean(means[n], 0) for n in names])
         hits = [names[int(np.argmax(centre @ m))] == label_of[v] for v in test if (m := video_mean(v, where)) is not None]
         assert len(hits) >= 5 and np.mean(hits) > 3 / len(ann.labels), (where, np.mean(hits), len(hits))
+
+
+def test_the_synth_command_writes_a_box_level_profile(tmp_path, capsys):
+    from benchmark.cli import main
+
+    assert main(["synth", "--out", str(tmp_path / "b"), "--profile", "jhmdb_smoke", "--seed", "3"]) == 0
+    assert main(["dataset-info", "--annotations", str(tmp_path / "b" / "annotations" / "JHMDB-GT.pkl"), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    assert info["format"] == "act_pkl" and info["subsets"]["all"]["videos"] == 42
+    assert main(["synth", "--out", str(tmp_path / "c"), "--profile", "ava_smoke", "--videos", "3"]) == 2

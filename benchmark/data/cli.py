@@ -8,6 +8,7 @@ import numpy as np
 
 from benchmark.data.annotations import FORMATS, load_annotations
 from benchmark.data.box_annotations import BOX_FORMATS, detect_box_format
+from benchmark.errors import InputError
 from benchmark.data.splits import REPO_SPLITS, SETTINGS, generate_splits, import_split_lists, write_splits
 
 
@@ -127,7 +128,15 @@ def _import_stclip(args) -> int:
 def _cmd_synth(args) -> int:
     from dataclasses import replace
 
+    from benchmark.data import synthetic_stad
     from benchmark.data.synthetic import PROFILES, generate
+
+    if args.profile in synthetic_stad.PROFILES:
+        if args.videos or args.classes:
+            raise InputError("--videos and --classes apply to the temporal profiles only")
+        out = synthetic_stad.generate(args.out, replace(synthetic_stad.PROFILES[args.profile], seed=args.seed))
+        print(f"synthetic box-level benchmark written to {out} (annotations/, features/, text_encoder/, synthetic.json)")
+        return 0
 
     overrides = {k: v for k, v in (("classes", args.classes), ("train_videos", args.videos and args.videos * 2 // 3),
                                    ("val_videos", args.videos and args.videos - args.videos * 2 // 3)) if v}
@@ -175,8 +184,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("synth", help="generate the synthetic benchmark (ActivityNet- or THUMOS-shaped) in the real formats")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--profile", choices=("smoke", "default", "large", "thumos_smoke", "thumos"), default="default",
-                   help="benchmark.data.synthetic.PROFILES (thumos*: THUMOS-shaped, ActionFormer format)")
+    p.add_argument("--profile", choices=("smoke", "default", "large", "thumos_smoke", "thumos", "jhmdb", "jhmdb_smoke", "ucf",
+                                         "ucf_smoke", "ava", "ava_smoke"), default="default",
+                   help="benchmark.data.synthetic.PROFILES (thumos*: THUMOS-shaped, ActionFormer format); box level: "
+                        "benchmark.data.synthetic_stad.PROFILES (J-HMDB-, UCF101-24- or AVA-shaped)")
     p.add_argument("--videos", type=int, help="total videos (2/3 training, 1/3 validation)")
     p.add_argument("--classes", type=int, help="number of classes")
     p.set_defaults(func=_cmd_synth)
