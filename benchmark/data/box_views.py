@@ -20,11 +20,12 @@ them in, and the GT of the evaluated classes:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from benchmark.data.box_annotations import PERSON, BoxAnnotations
+from benchmark.data.box_features import BoxFeatureStore
 from benchmark.data.splits import ClassSplit
 from benchmark.errors import InputError
 from benchmark.evaluation.boxes import BoxTable
@@ -36,6 +37,9 @@ class BoxTrainView:
     classes: tuple[str, ...]  # the seen classes
     videos: tuple[str, ...]
     dropped: dict  # what the protocol removed: {"videos": n, "rows": n}
+    features: BoxFeatureStore | None = None  # per-frame global and grid features (benchmark.data.box_features)
+    resolution: dict = field(default_factory=dict)  # video -> (height, width) of its box coordinates
+    captions: str | None = None  # a region-caption corpus (.npz: region [N, D], caption [N], source [N]), if the data have one
 
 
 @dataclass(frozen=True)
@@ -47,9 +51,12 @@ class BoxTestView:
     videos: tuple[str, ...]
     keys: np.ndarray  # the annotated (video, frame) keys of the test videos (structured array)
     box_source: str  # "gt" or "detector:<rule>"
+    features: BoxFeatureStore | None = None
+    resolution: dict = field(default_factory=dict)
 
 
-def box_train_view(ann: BoxAnnotations, split: ClassSplit, videos, unseen: str = "drop_videos") -> BoxTrainView:
+def box_train_view(ann: BoxAnnotations, split: ClassSplit, videos, unseen: str = "drop_videos",
+                   features: BoxFeatureStore | None = None) -> BoxTrainView:
     if unseen not in ("drop_videos", "drop_labels"):
         raise InputError(f"unseen={unseen!r}: use drop_videos or drop_labels")
     videos = set(videos)
@@ -62,11 +69,13 @@ def box_train_view(ann: BoxAnnotations, split: ClassSplit, videos, unseen: str =
     in_videos = np.isin(ann.gt.video, list(kept))
     rows = in_videos & np.isin(ann.gt.label, list(seen))
     return BoxTrainView(ann.gt.select(rows), tuple(split.seen), tuple(sorted(kept)),
-                        {"videos": len(videos) - len(kept), "rows": int(in_videos.sum() - rows.sum())})
+                        {"videos": len(videos) - len(kept), "rows": int(in_videos.sum() - rows.sum())},
+                        features, _resolutions(ann, kept))
 
 
 def box_test_view(ann: BoxAnnotations, split: ClassSplit, videos, boxes: BoxTable | None = None, rule: str = "all",
-                  label_space: str = "unseen", evaluated: str = "unseen", test_videos: str = "unseen_only") -> BoxTestView:
+                  label_space: str = "unseen", evaluated: str = "unseen", test_videos: str = "unseen_only",
+                  features: BoxFeatureStore | None = None) -> BoxTestView:
     choices = {"label_space": (label_space, ("unseen", "all")), "evaluated": (evaluated, ("unseen", "seen", "all")),
                "test_videos": (test_videos, ("unseen_only", "all"))}
     for name, (value, allowed) in choices.items():
@@ -84,7 +93,12 @@ def box_test_view(ann: BoxAnnotations, split: ClassSplit, videos, boxes: BoxTabl
     else:
         candidates, source = filter_person_boxes(boxes.select(np.isin(boxes.video, videos)), rule), f"detector:{rule}"
     return BoxTestView(candidates, gt, tuple(groups[label_space]), tuple(groups[evaluated]), tuple(videos),
-                       annotated_keys(ann, videos), source)
+                       annotated_keys(ann, videos), source, features, _resolutions(ann, videos))
+
+
+def _resolutions(ann: BoxAnnotations, videos) -> dict:
+    """video -> (height, width) of its box coordinates: the file's resolution, or (1, 1) for normalised boxes (AVA)."""
+    return {v: tuple(ann.resolution.get(v, (1, 1))) for v in videos}
 
 
 def annotated_keys(ann: BoxAnnotations, videos) -> np.ndarray:
