@@ -50,6 +50,9 @@ def add_data_arguments(p: argparse.ArgumentParser) -> None:
                    "thumos_gt.json): feature rows per second; each duration is taken as T_raw / this")
     p.add_argument("--external-scores", type=Path, help="real data: the external video classifier of the label-fusion "
                    "audit rows (stale_best_score.json, or THUMOS14's uNet_test.npy); default: the file under --data-root")
+    p.add_argument("--person-boxes", type=Path, help="real box-level data: the person detections (ST-CLIP's JSON layout)")
+    p.add_argument("--person-box-images", type=Path, help="real box-level data: the GT JSON whose images the person "
+                   "boxes' image ids name (ST-CLIP's jhmdb_test_gt_min.json)")
     p.add_argument("--split-lists", type=Path, help="import the class splits from these published lists")
     p.add_argument("--clip-model", default="ViT-B-16",
                    help="real data: open_clip model name or model-config JSON of the text tower (default ViT-B-16)")
@@ -142,6 +145,11 @@ def suite_overrides(args, features_required: bool = True) -> dict:
         if not real:
             raise InputError("--external-scores goes with real data (--data-root, or --annotations and --features)")
         real["external_scores"] = str(args.external_scores.resolve())
+    for key, flag in (("person_boxes", "person_boxes"), ("images", "person_box_images")):
+        if getattr(args, flag, None) is not None:
+            if not real:
+                raise InputError(f"--{flag.replace('_', '-')} goes with real data (--data-root, or --annotations and --features)")
+            real[key] = str(getattr(args, flag).resolve())
     if args.feature_fps is not None and not real:
         raise InputError("--feature-fps goes with real data (--data-root, or --annotations and --features)")
     if real:

@@ -188,6 +188,8 @@ def paper_values(reference: dict | None, path: tuple | None, setting: str, datas
         if not isinstance(node, dict) or part not in node:
             return None
         node = node[part]
+    if isinstance(node, (int, float)) and not isinstance(node, bool):
+        return [node]  # a table of single numbers (ablations)
     return node if isinstance(node, list) else None
 
 

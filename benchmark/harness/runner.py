@@ -28,6 +28,7 @@ from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.diagnostics import NOISE_LEVELS, jitter_to_tiou
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
+from benchmark.harness import stad
 from benchmark.harness.compute import Ledger
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
 from benchmark.harness.scoring import (CACHE, class_split, data_facts, external_scores_for, job_notes, map_metrics, open_dataset,
@@ -52,6 +53,8 @@ def prepare_data(suite, profile: str, args) -> dict:
       jobs take their rows from; every planned method can use features of that D with that tower
       (``Method.check_features``).
     """
+    if suite.task == "stad":
+        return prepare_stad(suite)
     facts = data_facts(suite)
     dataset = open_dataset(facts)
     jobs = plan(suite)
@@ -75,6 +78,22 @@ def prepare_data(suite, profile: str, args) -> dict:
     if problems:
         raise InputError(" | ".join(problems))
     ensure_external_scores(dataset, facts)
+    return facts
+
+
+def prepare_stad(suite) -> dict:
+    """The box-level task's checks before any job: the data open, every split resolves, every video a job
+    reads has features (one line naming the missing files), the text tower encodes the class names."""
+    facts = stad.data_facts(suite)
+    ann, _, store = stad.open_data(facts)
+    videos: set[str] = set()
+    for spec in {job.spec_hash: job.spec for job in plan(suite)}.values():
+        videos |= set(stad.needed_videos(spec | {"protocol": spec["protocol"]}, facts))
+    missing = store.missing(videos)
+    if missing:
+        raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no feature file, e.g. "
+                         f"{store.path(missing[0])}")
+    class_embeddings(TextEncoderConfig(**facts["text_encoder"]), ann.labels, CACHE / "text")
     return facts
 
 
@@ -110,6 +129,8 @@ def ensure_external_scores(dataset: Dataset, facts: dict) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def run_job(spec: dict, job_dir: Path) -> dict:
+    if spec.get("task") == "stad":
+        return stad.run_job(spec, job_dir)
     data = spec["runtime"]["data"]
     protocol = spec["protocol"]
     dataset = open_dataset(data)

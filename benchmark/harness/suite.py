@@ -6,6 +6,7 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
     name: zs_activitynet                 # default: the file name
     description: one line
     paper_reference: paper_reference/stale_eccv2022.yaml   # relative to the suite file
+    task: tad                            # tad (segments) | stad (boxes, benchmark.harness.stad)
     dataset: activitynet
     data:
       source: synthetic                  # synthetic | real
@@ -95,7 +96,8 @@ import yaml
 from benchmark.errors import InputError, read_text
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
-SETTINGS = ("75/25", "50/50", "closed")
+SETTINGS = ("75/25", "50/50", "closed", "stclip")  # stclip: ST-CLIP's label splits (task stad; indices 1-4)
+TASKS = ("tad", "stad")  # temporal (segments) | spatio-temporal (boxes: benchmark.harness.stad)
 DATA_SOURCES = ("synthetic", "real")
 SPLIT_LISTS = ("generated", "imported")
 SLURM_KEYS = ("partition", "time_min", "gpus_per_job", "mem_gb", "cpus_per_task", "array_parallelism")
@@ -104,7 +106,7 @@ NOT_IN_KEY = ("variant",)
 # method name prefix of a method scored from its prediction files (benchmark.harness.external)
 EXTERNAL = "external:"
 
-_TOP_KEYS = ("name", "description", "paper_reference", "dataset", "data", "splits", "seeds", "hparams",
+_TOP_KEYS = ("name", "description", "paper_reference", "task", "dataset", "data", "splits", "seeds", "hparams",
              "protocol", "run", "methods", "tables", "figures", "claims", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
                "seeds", "hparams", "compare", "cost", "enabled", "external")
@@ -183,6 +185,7 @@ class Suite:
     paper_reference: Path | None
     claims: tuple[Claim, ...]
     seeds: tuple[int, ...] = (0,)  # the suite's training seeds (tables may override)
+    task: str = "tad"  # tad | stad
 
     def table(self, name: str) -> Table:
         for t in self.tables:
@@ -334,7 +337,7 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
                  description=str(m.get("description", "")), dataset=dataset, data=data, splits=splits,
                  hparams=hparams, protocol=check.mapping(m.get("protocol") or {}, "protocol"), run=run,
                  report=report, methods=methods, tables=tables, figures=figures, paper_reference=ref_path,
-                 claims=claims, seeds=seeds)
+                 claims=claims, seeds=seeds, task=check.choice(m.get("task", "tad"), "task", TASKS))
 
 
 def _data(m: dict, check: _Checker) -> dict:
@@ -344,7 +347,7 @@ def _data(m: dict, check: _Checker) -> dict:
     check.mapping(data.get("synthetic") or {}, "data.synthetic")
     real = check.mapping(data.get("real") or {}, "data.real")
     check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "feature_fps", "text_encoder",
-                      "external_scores"), "data.real")
+                      "external_scores", "person_boxes", "images"), "data.real")
     if data["source"] == "real" and not (real.get("root") or real.get("annotations")):
         check.fail("data.real", "real data needs a root (--data-root) or annotations and features (--annotations/--features)")
     return data
@@ -528,7 +531,9 @@ def job_spec(suite: Suite, table: Table, row: Row, setting: str, index: int, see
     split = {"index": 0} if setting == "closed" else {
         "index": index, "lists": suite.splits["lists"], "seed": suite.splits["seed"],
         **({"lists_dir": str(suite.splits["lists_dir"])} if suite.splits["lists"] == "imported" else {})}
+    task = {} if suite.task == "tad" else {"task": suite.task}  # absent for tad: its job keys stay as they were
     return {
+        **task,
         "dataset": suite.dataset,
         "data": data,
         "setting": setting,

@@ -1,0 +1,316 @@
+"""The spatio-temporal (box-level) task, ``task: stad`` in a suite: its data, class splits, views and jobs.
+
+The counterpart of :mod:`benchmark.harness.scoring` and :func:`benchmark.harness.runner.run_job` for
+boxes; the store, scheduler, reports, statistics and claims are shared. A job: the class split ->
+seen-class training boxes and the test view (candidate person boxes) -> ``fit`` / ``predict`` (class
+scores per box) -> the protocol's post-processing (× detector score, soft voting) -> frame-mAP under
+every preset of the dataset's family, and the same classifier on the ground-truth person boxes (the
+papers' ``avg*`` oracle rows, ``gt_boxes/``), without training again.
+
+Protocol switches (``protocol:`` of a suite; the clean setting is the default, each published shortcut
+a named value; STAD.md §3.2):
+- ``test_boxes``: ``detector`` (the person-box file, kept by ``box_rule``) | ``gt`` (oracle boxes);
+- ``box_rule``: a rule of :func:`benchmark.data.box_views.filter_person_boxes` (``top3``: ST-CLIP's code;
+  ``s_minus_t:0.001``: its paper on J-HMDB; ``score>0.3``: OV-STAD);
+- ``detector_score``: ``multiply`` (ST-CLIP's code: class score × detector score) | ``ignore``;
+- ``label_space``: ``unseen`` | ``all``; ``evaluated``: ``unseen`` | ``seen`` | ``all``;
+- ``test_videos``: ``unseen_only`` (ST-CLIP: test videos of unseen classes) | ``all``;
+- ``unseen_in_training``: ``drop_videos`` | ``drop_labels``;
+- ``soft_voting``: false | true (the single-action prior: every box of a video takes the video's mean
+  class distribution, ST-CLIP's "with the assumption" rows; it reads other frames and persons);
+- ``evaluator``: the preset of the headline metric (``multisports``); the other presets of the family
+  are recorded too, under ``<preset>/``.
+
+Metrics: ``frame_mAP@0.5`` (the headline preset), ``<preset>/frame_mAP@0.5`` for the others, the same under
+``gt_boxes/`` for the oracle boxes; per-class AP of the headline.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from benchmark.data.box_annotations import load_box_annotations, load_person_boxes
+from benchmark.data.box_features import BoxFeatureStore
+from benchmark.data.box_views import box_test_view, box_train_view
+from benchmark.data.splits import ClassSplit, generate_splits, import_stclip_lists
+from benchmark.errors import InputError
+from benchmark.evaluation.boxes import BoxTable
+from benchmark.evaluation.frame_map import frame_map
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = ROOT / ".cache"
+
+# Per dataset: the name splits use, the official split whose videos the zero-shot splits take (ST-CLIP:
+# split 1), the unseen classes of a generated "stclip"-shaped split, the evaluator family, and the files
+# looked for under --data-root.
+STAD_DATASETS = {
+    "jhmdb": {"name": "JHMDB-21", "official_split": 1, "unseen": 6, "presets": ("multisports", "act", "odm"),
+              "synthetic": "jhmdb",
+              "files": {"annotations": "JHMDB-GT.pkl", "person_boxes": "jhmdb_faster_RCNN_person.json",
+                        "images": "jhmdb_test_gt_min.json"}},
+    "ucf101_24": {"name": "UCF101-24", "official_split": 1, "unseen": 6, "presets": ("multisports", "act", "odm"),
+                  "synthetic": "ucf",
+                  "files": {"annotations": "pyannot_with_class_names.pkl", "person_boxes": "ucf24_person_boxes.json",
+                            "images": "ucf24_test_gt_min.json"}},
+}
+PROTOCOL = {"test_boxes": "detector", "box_rule": "top3", "detector_score": "multiply", "label_space": "unseen",
+            "evaluated": "unseen", "test_videos": "unseen_only", "unseen_in_training": "drop_videos",
+            "soft_voting": False, "evaluator": "multisports"}
+IOU = 0.5
+METRIC = f"frame_mAP@{IOU:g}"
+
+
+def protocol_of(spec: dict) -> dict:
+    unknown = sorted(set(spec["protocol"]) - set(PROTOCOL))
+    if unknown:
+        raise InputError(f"protocol: unknown switch(es) {', '.join(unknown)} for task stad (known: {', '.join(PROTOCOL)})")
+    return {**PROTOCOL, **spec["protocol"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------------------------
+
+def data_facts(suite) -> dict:
+    """Where the suite's box-level data are (the embedded benchmark is generated here, once)."""
+    if suite.dataset not in STAD_DATASETS:
+        raise InputError(f"{suite.path}: dataset {suite.dataset!r} is not a box-level dataset ({', '.join(STAD_DATASETS)})")
+    info = STAD_DATASETS[suite.dataset]
+    data = suite.data
+    if data["source"] == "synthetic":
+        from benchmark.data.synthetic_stad import ensure_synthetic_stad, load_manifest
+
+        options = {"profile": info["synthetic"], **(data.get("synthetic") or {})}
+        manifest = load_manifest(ensure_synthetic_stad(CACHE / "synthetic_stad", **options))
+        return {"source": "synthetic", "task": "stad", "dataset": suite.dataset, "name": f"synthetic {info['name']}",
+                "annotations": manifest["annotations"]["act_pkl"], "person_boxes": manifest["person_boxes"],
+                "images": manifest["annotations"]["gt_json"], "features": manifest["features"],
+                "text_encoder": manifest["text_encoder"], "captions": manifest.get("captions")}
+    real = data.get("real") or {}
+    root = Path(real["root"]) if real.get("root") else None
+    facts = {"source": "real", "task": "stad", "dataset": suite.dataset, "name": info["name"], "captions": None,
+             "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
+    for key in ("annotations", "person_boxes", "images"):
+        path = real.get(key) or (root / info["files"][key] if root else None)
+        facts[key] = str(path) if path else None
+    facts["features"] = str(real.get("features") or (root / "features" if root else ""))
+    for key in ("annotations", "features"):
+        if not facts[key] or not Path(facts[key]).exists():
+            raise InputError(f"real data: {key} not found at {facts[key] or '(none given)'} (see README, spatio-temporal track)")
+    return facts
+
+
+@lru_cache(maxsize=2)
+def _annotations(path: str):
+    return load_box_annotations(path)
+
+
+@lru_cache(maxsize=2)
+def _person_boxes(path: str, images: str):
+    return load_person_boxes(path, images)
+
+
+def open_data(facts: dict):
+    """(annotations, detector person boxes or None, feature store)."""
+    ann = _annotations(facts["annotations"])
+    boxes = None
+    if facts.get("person_boxes") and Path(facts["person_boxes"]).exists():
+        boxes = _person_boxes(facts["person_boxes"], facts["images"])
+        boxes = _as_annotation_videos(boxes, ann)
+    return ann, boxes, BoxFeatureStore(facts["features"])
+
+
+def _as_annotation_videos(boxes: BoxTable, ann) -> BoxTable:
+    """Person-box files name videos as ST-CLIP's JSON does (the bare movie); the ACT layout keys them
+    ``class/video``: map the bare names onto the annotations' ids."""
+    known = set(ann.nframes)
+    names = np.unique(boxes.video)
+    if all(n in known for n in names):
+        return boxes
+    by_bare = {v.rsplit("/", 1)[-1]: v for v in known}
+    unknown = [n for n in names if n not in by_bare]
+    if unknown:
+        raise InputError(f"person boxes: {len(unknown)} videos are not in the annotations, e.g. {unknown[0]!r}")
+    mapped = np.array([by_bare[n] for n in names])
+    return replace(boxes, video=mapped[np.searchsorted(names, boxes.video)], factors={})
+
+
+def class_split(ann, spec: dict, facts: dict) -> ClassSplit:
+    """The job's split: ``stclip`` = ST-CLIP's shape (imported lists, or generated with its counts on
+    other class lists, labelled generated); ``75/25`` / ``50/50`` = generated."""
+    info, setting, split = STAD_DATASETS[spec["dataset"]], spec["setting"], spec["split"]
+    index = split["index"]
+    if setting == "stclip" and split["lists"] == "imported":
+        classes = {v.rsplit("/", 1)[-1]: next(iter(c)) for v, c in ann.video_classes.items() if len(c) == 1}
+        found = [s for s in import_stclip_lists(split["lists_dir"], info["name"], ann.labels, classes) if s.index == index]
+        if not found:
+            raise InputError(f"{split['lists_dir']}: no label_split_{index}")
+        return found[0]
+    if setting == "stclip":
+        ratio = 1 - info["unseen"] / len(ann.labels)
+        made = generate_splits(info["name"], ann.labels, ratio, n=index, seed=split["seed"])[index - 1]
+        return replace(made, index=index, family="stclip")
+    ratio = {"75/25": 0.75, "50/50": 0.5}.get(setting)
+    if ratio is None:
+        raise InputError(f"setting {setting!r} is not one of stclip, 75/25, 50/50 for task stad")
+    return generate_splits(info["name"], ann.labels, ratio, n=index + 1, seed=split["seed"])[index]
+
+
+def views(spec: dict, facts: dict):
+    """(split, training view, test view, the same test view on ground-truth person boxes)."""
+    protocol = protocol_of(spec)
+    ann, detector, store = open_data(facts)
+    split = class_split(ann, spec, facts)
+    official = STAD_DATASETS[spec["dataset"]]["official_split"] - 1
+    train_videos, test_videos = ann.splits[official]
+    train = box_train_view(ann, split, train_videos, protocol["unseen_in_training"], features=store)
+    train = replace(train, captions=facts.get("captions"))
+    common = dict(label_space=protocol["label_space"], evaluated=protocol["evaluated"],
+                  test_videos=protocol["test_videos"], features=store)
+    gt_view = box_test_view(ann, split, test_videos, **common)
+    if protocol["test_boxes"] == "gt":
+        return split, train, gt_view, gt_view
+    if detector is None:
+        raise InputError(f"{facts.get('person_boxes') or 'person boxes'}: no person-box file (test_boxes: detector needs one)")
+    test = box_test_view(ann, split, test_videos, boxes=detector, rule=protocol["box_rule"], **common)
+    return split, train, test, gt_view
+
+
+def needed_videos(spec: dict, facts: dict) -> list[str]:
+    _, train, test, _ = views(spec, facts)
+    return sorted(set(train.videos) | set(test.videos))
+
+
+# ---------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------
+
+def soft_vote(scores: BoxTable) -> BoxTable:
+    """Every row's score becomes its class's mean score over all boxes of its video (single-action prior)."""
+    videos, v = np.unique(scores.video, return_inverse=True)
+    labels, c = np.unique(scores.label, return_inverse=True)
+    key = v * len(labels) + c
+    sums = np.bincount(key, scores.score, minlength=len(videos) * len(labels))
+    counts = np.bincount(key, minlength=len(videos) * len(labels))
+    return replace(scores, score=sums[key] / np.maximum(counts[key], 1))
+
+
+def with_detector_scores(scores: BoxTable, candidates: BoxTable, protocol: dict) -> BoxTable:
+    """Soft voting (if on), then × the detector score of each row's box (``detector_score: multiply``)."""
+    if len(scores) and protocol["soft_voting"]:
+        scores = soft_vote(scores)
+    if protocol["detector_score"] != "multiply" or not len(scores):
+        return scores
+    return replace(scores, score=scores.score * _box_scores(scores, candidates))
+
+
+def _box_scores(rows: BoxTable, candidates: BoxTable) -> np.ndarray:
+    """The candidate (detector) score of each row's box, matched on (video, frame, box)."""
+    videos = np.unique(np.concatenate([rows.video, candidates.video]))
+
+    def keys(t: BoxTable) -> np.ndarray:
+        k = np.empty(len(t), dtype=[(name, np.float64) for name in ("video", "frame", "x1", "y1", "x2", "y2")])
+        k["video"], k["frame"] = np.searchsorted(videos, t.video), t.frame
+        for i, name in enumerate(("x1", "y1", "x2", "y2")):
+            k[name] = t.box[:, i]
+        return k
+
+    have, want = keys(candidates), keys(rows)
+    order = np.argsort(have, kind="stable")
+    at = np.clip(np.searchsorted(have[order], want), 0, max(len(order) - 1, 0))
+    if not len(order) or np.any(have[order][at] != want):
+        raise InputError("the method scored a box that is not one of the test view's candidate boxes")
+    return candidates.score[order[at]]
+
+
+def score_boxes(test, scores: BoxTable, presets, headline: str, prefix: str = "") -> tuple[dict, dict]:
+    """Frame-mAP of ``scores`` on the test view under each preset: (metrics, per-class AP of the headline)."""
+    metrics, per_class = {}, {}
+    for preset in dict.fromkeys((headline,) + tuple(presets)):
+        classes = list(test.evaluated)
+        keys = test.keys if preset == "ava_official" else None  # the other presets score every frame's detections
+        key = METRIC if preset == headline else f"{preset}/{METRIC}"
+        try:
+            result = frame_map(test.gt, scores, preset, IOU, classes=classes, keys=keys)
+        except InputError:  # act: a class with detections but no GT, where ACT's own code divides by zero
+            if preset == headline:
+                raise
+            metrics[prefix + key] = float("nan")
+            continue
+        metrics[prefix + key] = float(result.map)
+        if preset == headline:
+            per_class = {c: [float(ap)] for c, ap in result.per_class.items()}
+    return metrics, per_class
+
+
+# ---------------------------------------------------------------------------------------------
+# One job
+# ---------------------------------------------------------------------------------------------
+
+def run_job(spec: dict, job_dir: Path) -> dict:
+    from benchmark.harness.compute import Ledger
+    from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
+    from benchmark.text.clip import TextEncoderConfig
+
+    facts = spec["runtime"]["data"]
+    protocol = protocol_of(spec)
+    split, train, test, gt_view = views(spec, facts)
+    name, variant = spec["method"], spec.get("variant", "default")
+    config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
+    ledger = Ledger()
+    context = MethodContext(device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
+                            text_encoder=TextEncoderConfig(**facts["text_encoder"]), cache_dir=CACHE / "methods",
+                            job_dir=job_dir, log=lambda line: print(line, flush=True), ledger=ledger)
+    method = get_method(name)(config, context)
+    with ledger.phase("train"):
+        method.fit(train)
+    with ledger.phase("predict"):
+        scores = method.predict(test)
+    timings = {phase: cost.wall_s for phase, cost in ledger.phases.items()}
+    start = time.perf_counter()
+    presets = STAD_DATASETS[spec["dataset"]]["presets"]
+    final = with_detector_scores(scores, test.boxes, protocol)
+    metrics, per_class = score_boxes(test, final, presets, protocol["evaluator"])
+    oracle = scores if test is gt_view else method.predict(gt_view)
+    oracle = with_detector_scores(oracle, gt_view.boxes, protocol)
+    metrics |= score_boxes(gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/")[0]
+    timings["eval"] = time.perf_counter() - start
+    return {
+        "metrics": metrics,
+        "per_class": per_class,
+        "predictions": _as_results(final),
+        "timings": timings,
+        "extra": {"notes": _notes(facts, protocol, test), "synthetic": facts["source"] == "synthetic",
+                  "split": {"seen": list(split.seen), "unseen": list(split.unseen), "source": split.source,
+                            "index": split.index},
+                  "train_videos": len(train.videos), "test_videos": len(test.videos),
+                  "test_frames": int(len(test.keys)), "candidate_boxes": int(len(test.boxes)),
+                  "config": config_dict(config), "compute": ledger.record()},
+    }
+
+
+def _as_results(scores: BoxTable) -> dict:
+    """{video: [{"frame", "box", "label", "score"}]}, the prediction file of a box job."""
+    out: dict[str, list] = {}
+    for video, frame, box, label, score in zip(scores.video.tolist(), scores.frame.tolist(), scores.box.tolist(),
+                                               scores.label.tolist(), scores.score.tolist()):
+        out.setdefault(video, []).append({"frame": frame, "box": [round(x, 2) for x in box], "label": label,
+                                          "score": round(score, 6)})
+    return out
+
+
+def _notes(facts: dict, protocol: dict, test) -> list[str]:
+    """What a reader of the record must know: the data, the boxes, and every shortcut that is on."""
+    notes = [f"{'synthetic data: the embedded box-level benchmark' if facts['source'] == 'synthetic' else 'real data'} "
+             f"({facts['name']})", f"test boxes: {test.box_source}"]
+    if protocol["detector_score"] == "multiply" and test.box_source != "gt":
+        notes.append("class scores multiplied by the detector score (ST-CLIP's code)")
+    if protocol["soft_voting"]:
+        notes.append("single-action prior: soft voting of every box's scores over its video (reads other frames and persons)")
+    if protocol["test_videos"] == "unseen_only":
+        notes.append("test videos: those of unseen classes only (ST-CLIP's protocol)")
+    return notes
