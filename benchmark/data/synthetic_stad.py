@@ -49,6 +49,18 @@ sorted by descending score within each image, as ST-CLIP's ``jhmdb_faster_RCNN_p
 cover what the real files cover: split-1 test videos, every frame (jhmdb, ucf; image ids resolve through
 the GT JSON, which lists every frame of those videos, boxes or not), or the val keyframes (ava).
 
+Region-caption corpus (``captions.npz``, manifest key ``captions``; OV-STAD's VR-T alignment data, §3.3):
+person regions of *additional* clips of the same world (the same visual model: A, R, motion phases,
+detector-free GT boxes), each paired with a caption naming what the person does. The caption actions
+are names of the world's vocabulary that are *not* class names of the benchmark (seen or unseen) but
+share their verbs and objects, as VidSTG / HC-STVG sentences share words with JHMDB's classes; each
+caption is one of :data:`CAPTION_TEMPLATES` around the name. ``region`` [N, D] and ``global`` [N, D]
+(float16: the box's pooled region feature and its frame's global feature, as a method would compute
+them), ``caption`` [N] str, ``source`` [N] "A" or "B": A (HC-STVG-like) has fewer, narrower actions
+(``caption_actions[0]`` names) and a third of the clips, B (VidSTG-like) more diverse ones
+(``caption_actions[1]`` names) and the rest. Every ``caption_stride``-th frame of an acting person is a
+pair. ``caption_clips = 0`` writes no corpus. Methods get the file, never the generator's concepts.
+
 Files are written by :mod:`benchmark.data.box_writers` (ACT pickle, pyannot, ST-CLIP JSONs, AVA CSVs,
 exclusions, label maps) from :class:`~benchmark.data.box_annotations.BoxAnnotations` tables, so they read
 back through :func:`~benchmark.data.box_annotations.load_box_annotations`; only the LFB-style predicted-box
@@ -79,11 +91,13 @@ from benchmark.data.box_writers import (stclip_image_ids, write_act_pkl, write_a
 from benchmark.data.regions import roi_weights
 from benchmark.data.synthetic import (SynthConfig, _random_rotation, _unit, class_names, ensure_generated,
                                       visual_signatures)
-from benchmark.data.world import WorldConfig, concepts, pretrained_text_encoder
+from benchmark.data.world import VOCABULARY, WorldConfig, concepts, pretrained_text_encoder
 from benchmark.errors import InputError
 from benchmark.evaluation.boxes import BoxTable
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the region-caption corpus (captions.npz)
+# Phrasings of the corpus's captions (all among the stand-in CLIP's pretraining captions).
+CAPTION_TEMPLATES = ("a person {}.", "someone {}.", "a man {} outdoors.", "a woman {} in the park.", "a child {}.")
 AVA_TYPES = ("PERSON_MOVEMENT", "OBJECT_MANIPULATION", "PERSON_INTERACTION")
 
 
@@ -144,6 +158,10 @@ class StadConfig:
     detector_iou: tuple[float, float] = (8.0, 2.0)  # Beta(a, b) of a detection's IoU with its GT box
     distractors: tuple[int, int] = (1, 4)  # distractor boxes a frame, uniform
     miss: float = 0.003  # chance an actor is missed on a frame
+    # region-caption corpus (captions.npz): extra clips of non-class actions of the same world
+    caption_clips: int = 300  # 0: no corpus
+    caption_actions: tuple[int, int] = (24, 160)  # distinct actions of source A (narrow) and B (diverse)
+    caption_stride: int = 3  # every n-th frame of an acting person is a pair
 
 
 JHMDB = StadConfig()
@@ -157,9 +175,9 @@ PROFILES = {
     "jhmdb": JHMDB,
     "ucf": UCF,
     "ava": AVA,
-    "jhmdb_smoke": replace(JHMDB, videos=42),
-    "ucf_smoke": replace(UCF, videos=48, frames=(60, 120), feature_stride=4),
-    "ava_smoke": replace(AVA, train_movies=6, val_movies=3, keyframes=40),
+    "jhmdb_smoke": replace(JHMDB, videos=42, caption_clips=60, caption_actions=(8, 24)),
+    "ucf_smoke": replace(UCF, videos=48, frames=(60, 120), feature_stride=4, caption_clips=30, caption_actions=(8, 24)),
+    "ava_smoke": replace(AVA, train_movies=6, val_movies=3, keyframes=40, caption_clips=30, caption_actions=(8, 24)),
 }
 
 # file names of each layout, as the real datasets name them
@@ -384,6 +402,45 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.write_bytes(buffer.getvalue())
 
 
+def _write_captions(path: Path, phrases: list[str], world: WorldConfig, look: _Look, fork: np.random.Generator,
+                    cfg: StadConfig) -> None:
+    """The region-caption corpus (see the module docstring). ``fork`` holds the state ``generate`` drew the
+    class signatures from, so the caption actions' signatures share their A; everything else is drawn
+    from the corpus's own stream, leaving the benchmark's files as they were."""
+    rng = np.random.default_rng([cfg.seed, 12])
+    pool = [name for name in VOCABULARY if name not in set(phrases)]
+    narrow, broad = cfg.caption_actions
+    if narrow + broad > len(pool):
+        raise InputError(f"caption_actions {cfg.caption_actions}: only {len(pool)} non-class actions in the world")
+    actions = [pool[i] for i in rng.choice(len(pool), size=narrow + broad, replace=False)]
+    signatures = visual_signatures(concepts(phrases + actions, world),
+                                   SynthConfig(rotation=cfg.rotation, residual=cfg.residual), fork)[len(phrases):]
+    corpus_look = replace(look, signatures=signatures,
+                          contexts=_unit(signatures + _unit(rng.standard_normal(signatures.shape))),
+                          interaction=np.zeros(len(actions), dtype=bool))
+    clip_cfg = replace(cfg, classes=len(actions)) if cfg.layout != "ava" else replace(
+        cfg, classes=len(actions), frames=JHMDB.frames, tubes=(1.0,), bystanders=0.0)
+    region, glob, caption, source = [], [], [], []
+    for i in range(cfg.caption_clips):
+        in_a = i < cfg.caption_clips // 3
+        action = int(rng.integers(0, narrow)) if in_a else narrow + int(rng.integers(0, broad))
+        video = _act_video(f"caption/{i:05d}", action, clip_cfg, rng)
+        rows = video.frames[::cfg.feature_stride]
+        g, tokens = _features(video, rows, corpus_look, clip_cfg, rng)
+        template = CAPTION_TEMPLATES[int(rng.integers(0, len(CAPTION_TEMPLATES)))]
+        for track in video.tracks:
+            at = np.searchsorted(rows, track.frames)
+            on = (at < len(rows)) & (rows[np.minimum(at, len(rows) - 1)] == track.frames) & track.labels.any(1)
+            pick = np.flatnonzero(on)[::cfg.caption_stride]
+            weights = roi_weights(track.boxes[pick], cfg.resolution, cfg.grid).astype(np.float32)
+            region.append(np.einsum("nk,nkd->nd", weights, tokens[at[pick]].astype(np.float32)))
+            glob.append(g[at[pick]].astype(np.float32))
+            caption += [template.format(actions[action])] * len(pick)
+            source += ["A" if in_a else "B"] * len(pick)
+    _save_npz(path, {"region": np.concatenate(region).astype(np.float16), "global": np.concatenate(glob).astype(np.float16),
+                     "caption": np.asarray(caption, dtype=str), "source": np.asarray(source, dtype=str)})
+
+
 # -------------------------------------------------------------------------------------------- detector
 
 
@@ -575,6 +632,8 @@ def generate(out_dir: str | Path, cfg: StadConfig = JHMDB) -> Path:
     if cfg.layout == "ava":  # AVA orders its label map by type: pose, object, interaction
         phrases = [phrases[i] for i in np.argsort(types, kind="stable")]
     labels = _label_names(cfg.layout, phrases)
+    fork = np.random.Generator(np.random.PCG64())
+    fork.bit_generator.state = rng.bit_generator.state  # the corpus's signatures see the same A
     signatures = visual_signatures(concepts(phrases, world), SynthConfig(rotation=cfg.rotation, residual=cfg.residual),
                                    rng)
     d = cfg.embed_dim
@@ -615,6 +674,8 @@ def generate(out_dir: str | Path, cfg: StadConfig = JHMDB) -> Path:
         detections = {v.name: _detections(v, cfg, rng) for v in tested}
         _write_act(folder, labels, videos, splits, cfg)
         _write_stclip(folder, labels, tested, detections, cfg)
+    if cfg.caption_clips:
+        _write_captions(out / "captions.npz", phrases, world, look, fork, cfg)
 
     manifest = {
         "synthetic": True,
@@ -628,6 +689,7 @@ def generate(out_dir: str | Path, cfg: StadConfig = JHMDB) -> Path:
         "person_boxes": f"annotations/{files['person_boxes']}",
         "features": "features",
         "feature_grid": cfg.grid,
+        "captions": "captions.npz" if cfg.caption_clips else None,
         "text_encoder": {key: Path(getattr(text_cfg, key)).relative_to(out).as_posix() for key in ("model", "pretrained")},
         "pretraining": pretraining,
     }
@@ -642,6 +704,8 @@ def load_manifest(root: str | Path) -> dict:
     manifest["annotations"] = {key: str(root / path) for key, path in manifest["annotations"].items()}
     manifest["person_boxes"] = str(root / manifest["person_boxes"])
     manifest["features"] = str(root / manifest["features"])
+    if manifest.get("captions"):
+        manifest["captions"] = str(root / manifest["captions"])
     manifest["text_encoder"] = {key: str(root / path) for key, path in manifest["text_encoder"].items()}
     return manifest
 
