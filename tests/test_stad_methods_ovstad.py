@@ -15,8 +15,10 @@ from benchmark.evaluation.boxes import BoxTable
 from benchmark.evaluation.frame_map import frame_map
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.text.clip import TextEncoderConfig
+from methods.modules import convergence
+from methods.ovstad import OvStadHead
 
-FAST = {"iterations": 150, "vrt_iterations": 60}  # the default recipe's 700 / 600 are for the suites
+FAST = {"epochs": 6, "vrt_iterations": 60}  # the default recipe's cap of 30 epochs and 600 VR-T steps are for the suites
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +84,55 @@ def test_ovstad_is_well_formed(bench):
     method.fit(bench["train"])
     _check_table(method.predict(view), view)
     record = method.context.ledger.training["ovstad"]
-    assert record["steps"] == FAST["iterations"] and set(record["stages"]) == {"finetune"}
+    assert record["rule"] == "plateau" and record["stopped"] in ("cap", "plateau") and "vrt" not in record
+    assert 0 < record["epochs"] <= FAST["epochs"] and record["fitted_videos"] < len(bench["train"].videos)
     assert (method.head.fc2.weight != 0).any()
     detected = bench["test"]["detected"]
     _check_table(method.predict(detected), detected)
-    assert apply_hparams("ovstad", make_config("ovstad"), {"recipe": "paper"}).iterations == 70_000
+    paper = apply_hparams("ovstad", make_config("ovstad"), {"recipe": "paper"})
+    assert (paper.convergence.rule, paper.iterations, paper.batch_size) == ("epochs", 70_000, 32)
+    assert make_config("ovstad").iterations == 0 and make_config("ovstad").convergence.rule == "plateau"
+    fixed = _method(bench, "ovstad", convergence={"rule": "epochs"}, iterations=20)  # the paper's exact step count
+    fixed.fit(bench["train"])
+    record = fixed.context.ledger.training["ovstad"]
+    assert (record["rule"], record["steps"], record["stopped"]) == ("epochs", 20, "epochs") and "curve" not in record
+    assert record["fitted_videos"] == len(bench["train"].videos) and not fixed.heldout_videos
+
+
+def test_ovstad_stops_on_the_heldout_plateau_and_never_fits_a_heldout_video(bench, monkeypatch):
+    train = bench["train"]
+    seen = {"fit": [], "held": []}
+    fuse = OvStadHead.fuse
+
+    def spy(self, region, global_, beta):  # training steps run with gradients, held-out evaluations without
+        seen["fit" if torch.is_grad_enabled() else "held"].append(region.detach().clone())
+        return fuse(self, region, global_, beta)
+
+    monkeypatch.setattr(OvStadHead, "fuse", spy)
+    method = _method(bench, "ovstad")  # the default recipe: cap 30 epochs
+    method.fit(train)
+    record = method.context.ledger.training["ovstad"]
+    assert record["rule"] == "plateau" and record["stopped"] == "plateau" and record["epochs"] < 30
+    assert len(record["curve"]) >= 3 and record["lr_decays"] == 1 and record["best_step"] <= record["steps"]
+    fitted, held = convergence.holdout_split(len(train.videos), method.config.convergence, 0)
+    assert method.heldout_videos == tuple(train.videos[i] for i in held) and len(held) >= 1
+    assert record["fitted_videos"] == len(fitted)
+    # which video each region row came from: the rows the fit read are all of fitted videos, the held-out ones of held
+    from methods.ovstad import training_boxes
+    from methods.stad_clip_baseline import box_features
+    boxes, _ = training_boxes(train.gt, train.classes)
+    region = torch.nn.functional.normalize(torch.from_numpy(box_features(train, boxes)[0]), dim=-1)
+    video_of = {row.numpy().tobytes(): v for row, v in zip(region, boxes.video)}
+    fit_videos = {video_of[row.numpy().tobytes()] for batch in seen["fit"] for row in batch}
+    held_videos = {video_of[row.numpy().tobytes()] for batch in seen["held"] for row in batch}
+    assert held_videos == set(method.heldout_videos) and fit_videos == set(train.videos) - held_videos
 
 
 def test_ovstad_overfits_a_tiny_training_set(bench):
     train = bench["train"]
     videos = list(train.videos[:4])
     tiny = dataclasses.replace(train, gt=train.gt.select(np.isin(train.gt.video, videos)), videos=tuple(videos))
-    method = _method(bench, "ovstad", iterations=400, lr=0.1)
+    method = _method(bench, "ovstad", convergence={"rule": "epochs"}, epochs=150)  # every box fitted, default lr
     method.fit(tiny)
     boxes = gt_person_boxes(tiny.gt)
     view = dataclasses.replace(bench["test"]["gt"], boxes=boxes, gt=tiny.gt, classes=train.classes,
@@ -135,7 +174,9 @@ def test_vrt_alignment_runs_on_the_corpus_and_changes_the_adapter(bench):
     for vrt, data in (("gl", "all"), ("local", "A"), ("local", "0.5")):
         method = _method(bench, "ovstad", vrt=vrt, vrt_data=data, finetune="none", **FAST)
         method.fit(bench["train"])
-        stage = method.context.ledger.training["ovstad"]["stages"]["vrt"]
+        record = method.context.ledger.training["ovstad"]
+        stage = record["vrt"]  # a fixed pre-training stage; nothing fine-tuned on seen-class data
+        assert (record["rule"], record["steps"], record["epochs"]) == ("epochs", 0, 0.0)
         assert stage["steps"] == FAST["vrt_iterations"] and stage["captions"] > 1
         pairs[data] = stage["pairs"]
         assert (method.head.fc2.weight != 0).any()
@@ -159,7 +200,8 @@ def test_config_errors(bench, tmp_path):
     _method(bench, "ovstad", vrt="local", finetune="none", vrt_iterations=5).fit(
         dataclasses.replace(bench["train"], captions=str(corpus)))  # local alignment needs regions only
     for overrides in ({"beta": 1.5}, {"vrt": "both"}, {"finetune": "all"}, {"vrt_data": "C"}, {"vrt_data": "0"},
-                      {"normalisation": "softmax2"}, {"lr": 0.0}):
+                      {"normalisation": "softmax2"}, {"lr": 0.0}, {"epochs": 0},
+                      {"iterations": 5}, {"convergence": {"rule": "early"}}):  # iterations: rule epochs only
         with pytest.raises(ConfigError):
             _method(bench, "ovstad", **overrides)
     for overrides in ({"feature": "crop"}, {"normalisation": "none"}, {"names": "raw"}, {"template": "a person"}):

@@ -18,10 +18,13 @@ from benchmark.evaluation.boxes import BoxTable
 from benchmark.evaluation.frame_map import frame_map
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.text.clip import TextEncoderConfig
+from methods import stclip
+from methods.modules import convergence
 from methods.modules.training import seed_everything
 from methods.stclip import STClip, STClipNet
 
-FAST = {"iterations": 3, "warmup_iters": 1}
+FIXED = {"convergence": {"rule": "epochs"}}  # the paper's kind of schedule: exact iterations, no held-out set
+FAST = {**FIXED, "iterations": 3, "warmup_iters": 1}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +91,7 @@ def test_overfits_a_tiny_training_set(bench):
     train = bench["train"]
     videos = train.videos[:3]
     tiny = dataclasses.replace(train, gt=train.gt.select(np.isin(train.gt.video, videos)), videos=videos)
-    method = fitted(bench, tiny, iterations=50, warmup_iters=5)
+    method = fitted(bench, tiny, **FIXED, iterations=50, warmup_iters=5)
     view = dataclasses.replace(bench["gt"], boxes=gt_person_boxes(tiny.gt), gt=tiny.gt, classes=train.classes,
                                evaluated=train.classes, videos=videos)
     pred = method.predict(view)
@@ -96,13 +99,46 @@ def test_overfits_a_tiny_training_set(bench):
     assert frame_map(tiny.gt, pred, classes=sorted(set(tiny.gt.label))).map > 0.95
 
 
+def small(bench, n: int):
+    train = bench["train"]
+    videos = train.videos[:n]
+    return dataclasses.replace(train, gt=train.gt.select(np.isin(train.gt.video, videos)), videos=videos)
+
+
+PLATEAU = {"epochs": 6, "convergence": {"eval_every": 4, "warmup_steps": 4}}  # the rule on a small case
+
+
 def test_same_seed_same_bits(bench):
-    a, b = (fitted(bench, iterations=6, warmup_iters=2).predict(bench["detected"]) for _ in range(2))
+    tiny = small(bench, 6)
+    runs = [fitted(bench, tiny, **{**PLATEAU, "epochs": 2}) for _ in range(2)]
+    a, b = (method.predict(bench["detected"]) for method in runs)
     assert np.array_equal(a.score, b.score) and np.array_equal(a.box, b.box)
+    first, second = (method.context.ledger.training["stclip"] for method in runs)
+    assert first["curve"] == second["curve"] and first["steps"] == second["steps"]
+
+
+def test_stops_on_the_heldout_plateau_and_never_fits_a_heldout_video(bench, monkeypatch):
+    train = small(bench, 10)
+    seen = {"fit": set(), "held": set()}
+    real = stclip.gather
+
+    def spy(data, frames, people):  # training steps run with gradients, held-out evaluations without
+        videos = train.gt.video[data.rows[data.start[np.asarray(frames)]]]
+        seen["fit" if torch.is_grad_enabled() else "held"].update(videos.tolist())
+        return real(data, frames, people)
+
+    monkeypatch.setattr(stclip, "gather", spy)
+    method = fitted(bench, train, **PLATEAU)
+    record = method.context.ledger.training["stclip"]
+    assert record["rule"] == "plateau" and record["stopped"] == "plateau" and record["epochs"] < PLATEAU["epochs"]
+    assert len(record["curve"]) >= 3 and record["lr_decays"] == 1
+    fitted_idx, held = convergence.holdout_split(len(train.videos), method.config.convergence, 0)
+    assert method.heldout_videos == tuple(train.videos[i] for i in held) and record["fitted_videos"] == len(fitted_idx)
+    assert seen["held"] == set(method.heldout_videos) and seen["fit"] == set(train.videos) - seen["held"]
 
 
 def test_frozen_parts_stay_frozen(bench):
-    method = fitted(bench, iterations=8, warmup_iters=2)
+    method = fitted(bench, **FIXED, iterations=8, warmup_iters=2)
     model = method.model
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(name.startswith(("adapter.", "temporal.", "projector.", "prompts.")) or ".lora_" in name
@@ -135,12 +171,15 @@ def test_lora_rank_zero_has_no_lora_parameters(bench):
 def test_recipes_and_bad_configs():
     paper = apply_hparams("stclip", make_config("stclip"), {"recipe": "paper"})
     assert (paper.iterations, paper.warmup_iters, paper.lr, paper.names, paper.clips_per_batch) == (3000, 800, 2.5e-4, "as_in_code", 8)
+    assert paper.convergence.rule == "epochs"
     default = make_config("stclip")
-    assert (default.iterations, default.warmup_iters) == (300, 80) and default.lora_rank == 8
+    assert (default.convergence.rule, default.convergence.warmup_steps, default.epochs, default.iterations) == ("plateau", 80, 2, 0)
+    assert default.lora_rank == 8 and default.lr == 0.05
     bad = [{"prompting": "first"}, {"lora_rank": 3}, {"person_token": "crop"}, {"temporal": "mhsa3"},
            {"interest_tokens": 0.0}, {"interest_tokens": 1.5}, {"interest_tokens": 0.4, "interaction": False},
            {"interest_tokens": 0.4, "prompting": "none"}, {"names": "pretty"}, {"layers": 0}, {"lr": 0.0},
-           {"interaction": "yes"}, {"warmup_factor": 0.0}]
+           {"interaction": "yes"}, {"warmup_factor": 0.0}, {"epochs": 0}, {"iterations": 5},
+           {"convergence": {"holdout": 0.6}}]  # iterations: rule epochs only
     for overrides in bad:
         with pytest.raises(ConfigError):
             make_config("stclip", overrides)
