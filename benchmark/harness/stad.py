@@ -22,7 +22,9 @@ a named value; STAD.md §3.2):
   are recorded too, under ``<preset>/``.
 
 Metrics: ``frame_mAP@0.5`` (the headline preset), ``<preset>/frame_mAP@0.5`` for the others, the same under
-``gt_boxes/`` for the oracle boxes; per-class AP of the headline.
+``gt_boxes/`` for the oracle boxes; per-class AP of the headline. The shortcuts that only post-process or
+re-predict (soft voting, the detector score, the box rule) are also recorded for every job as analyses of
+the same trained model (:func:`shortcut_analyses`), so an audit row reads them without training again.
 """
 from __future__ import annotations
 
@@ -161,7 +163,8 @@ def class_split(ann, spec: dict, facts: dict) -> ClassSplit:
 
 
 def views(spec: dict, facts: dict):
-    """(split, training view, test view, the same test view on ground-truth person boxes)."""
+    """(split, training view, test view, the same test view on ground-truth person boxes, and
+    ``with_rule(rule)``: the test view on the detector's boxes kept by another rule, or None without detector)."""
     protocol = protocol_of(spec)
     ann, detector, store = open_data(facts)
     split = class_split(ann, spec, facts)
@@ -172,16 +175,20 @@ def views(spec: dict, facts: dict):
     common = dict(label_space=protocol["label_space"], evaluated=protocol["evaluated"],
                   test_videos=protocol["test_videos"], features=store)
     gt_view = box_test_view(ann, split, test_videos, **common)
-    if protocol["test_boxes"] == "gt":
-        return split, train, gt_view, gt_view
+
+    def with_rule(rule: str):
+        return box_test_view(ann, split, test_videos, boxes=detector, rule=rule, **common)
+
     if detector is None:
-        raise InputError(f"{facts.get('person_boxes') or 'person boxes'}: no person-box file (test_boxes: detector needs one)")
-    test = box_test_view(ann, split, test_videos, boxes=detector, rule=protocol["box_rule"], **common)
-    return split, train, test, gt_view
+        if protocol["test_boxes"] != "gt":
+            raise InputError(f"{facts.get('person_boxes') or 'person boxes'}: no person-box file (test_boxes: detector needs one)")
+        return split, train, gt_view, gt_view, None
+    test = gt_view if protocol["test_boxes"] == "gt" else with_rule(protocol["box_rule"])
+    return split, train, test, gt_view, with_rule
 
 
 def needed_videos(spec: dict, facts: dict) -> list[str]:
-    _, train, test, _ = views(spec, facts)
+    _, train, test, _, _ = views(spec, facts)
     return sorted(set(train.videos) | set(test.videos))
 
 
@@ -258,7 +265,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
 
     facts = spec["runtime"]["data"]
     protocol = protocol_of(spec)
-    split, train, test, gt_view = views(spec, facts)
+    split, train, test, gt_view, with_rule = views(spec, facts)
     name, variant = spec["method"], spec.get("variant", "default")
     config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
     ledger = Ledger()
@@ -278,6 +285,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
     oracle = scores if test is gt_view else method.predict(gt_view)
     oracle = with_detector_scores(oracle, gt_view.boxes, protocol)
     metrics |= score_boxes(gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/")[0]
+    metrics |= shortcut_analyses(method, scores, test, with_rule, protocol)
     timings["eval"] = time.perf_counter() - start
     return {
         "metrics": metrics,
@@ -291,6 +299,31 @@ def run_job(spec: dict, job_dir: Path) -> dict:
                   "test_frames": int(len(test.keys)), "candidate_boxes": int(len(test.boxes)),
                   "config": config_dict(config), "compute": ledger.record()},
     }
+
+
+ANALYSED_RULES = ("top3", "s_minus_t:0.001", "score>0.3")  # ST-CLIP's code, its paper, OV-STAD
+
+
+def shortcut_analyses(method, scores: BoxTable, test, with_rule, protocol: dict) -> dict[str, float]:
+    """The protocol's other choices on the same trained model, headline preset only: soft voting flipped
+    (``soft_voting/`` or ``no_soft_voting/``), the detector score flipped (``detector_score_ignore/`` or
+    ``detector_score_multiply/``), and the other box rules of :data:`ANALYSED_RULES` (``rule:<rule>/``, a new
+    prediction on those boxes). Only what changes the training data or the test videos needs its own job."""
+    headline, out = protocol["evaluator"], {}
+
+    def score(view, rows, changes: dict, prefix: str) -> None:
+        out.update(score_boxes(view, with_detector_scores(rows, view.boxes, protocol | changes), (), headline, prefix)[0])
+
+    score(test, scores, {"soft_voting": not protocol["soft_voting"]}, "no_soft_voting/" if protocol["soft_voting"] else "soft_voting/")
+    if with_rule is None or test.box_source == "gt":
+        return out
+    flipped = "ignore" if protocol["detector_score"] == "multiply" else "multiply"
+    score(test, scores, {"detector_score": flipped}, f"detector_score_{flipped}/")
+    for rule in ANALYSED_RULES:
+        if rule != protocol["box_rule"]:
+            view = with_rule(rule)
+            score(view, method.predict(view), {}, f"rule:{rule}/")
+    return out
 
 
 def _as_results(scores: BoxTable) -> dict:
