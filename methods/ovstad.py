@@ -65,7 +65,7 @@ Reduced, and how:
   smallest of {0.001, 0.01, 0.02, 0.05, 0.1} whose 700 steps fit the training boxes of ``jhmdb_smoke``,
   training frame-mAP 1.0; 1.0 diverges, 1/τ collapses to 0). Before the rule, the default ran 700 fixed
   steps (43 epochs on ``jhmdb_smoke``, 2.7 on the J-HMDB-shaped benchmark). VR-T keeps 600 steps (the
-  paper's 60,000 / 100). Training runs on one thread (see ``_one_thread``).
+  paper's 60,000 / 100). Training runs on one thread (see ``methods.modules.training.one_thread``).
 
 Where the paper is silent, we chose:
 - τ and a bias b: Eq. 3 has only τ; a sigmoid over cosines needs a bias to start calibrated (without one,
@@ -84,7 +84,6 @@ Where the paper is silent, we chose:
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -96,7 +95,7 @@ from benchmark.evaluation.boxes import BoxTable
 from benchmark.harness.registry import ConfigError, Method, register_method
 from methods.modules import convergence
 from methods.modules.convergence import Convergence
-from methods.modules.training import seed_everything
+from methods.modules.training import one_thread, seed_everything
 from methods.stad_clip_baseline import NAMES, box_features, class_text, scored_rows
 
 STAGES = ("none", "local", "gl")
@@ -212,18 +211,6 @@ def training_boxes(gt: BoxTable, classes) -> tuple[BoxTable, np.ndarray]:
     return gt.select(first), target
 
 
-@contextlib.contextmanager
-def _one_thread():
-    """Batches of 16-32 small vectors: a second thread only waits (25x slower on a busy 2-core box). Training
-    (both stages and the held-out evaluations) runs on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 @register_method("ovstad")
 class OvStad(Method):
     """OV-STAD reduced: a residual adapter on frozen region / global features, Eq. 2 fusion, sigmoid focal
@@ -279,7 +266,7 @@ class OvStad(Method):
     # ------------------------------------------------------------------------------------------ training
 
     def fit(self, train_view) -> None:
-        with _one_thread():
+        with one_thread():
             self._fit(train_view)
 
     def _fit(self, train_view) -> None:

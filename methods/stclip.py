@@ -101,11 +101,10 @@ warm-up 80 x 0.25), where it replaced the paper's 2.5e-4 because 300 SGD steps a
 trainable parts: on the jhmdb_smoke benchmark (generated 15/6 split 0, official split 1, seed 0; synthetic)
 unseen-class frame-mAP with GT / top-3 detected boxes was 70.2 / 30.6 after 1 step, 73.1 / 32.4 after 300 steps
 at 2.5e-4 and 76.5 / 34.5 after 300 steps at 0.05 (4 test videos: noisy). About 0.05 s a step on one thread
-(0.1 on a busy 2-core box); training and the held-out evaluations run on one thread (:func:`one_thread`).
+(0.1 on a busy 2-core box); training and the held-out evaluations run on one thread (:func:`methods.modules.training.one_thread`).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import time
@@ -122,7 +121,7 @@ from benchmark.harness.registry import ConfigError, Method, register_method
 from benchmark.text.prompts import natural_name
 from methods.modules import convergence
 from methods.modules.convergence import Convergence
-from methods.modules.training import device_of, seed_everything
+from methods.modules.training import device_of, one_thread, seed_everything
 
 PROMPTINGS = ("none", "last", "every")
 PERSON_TOKENS = ("patch", "encoder", "adapter_fc", "adapter_ffn")
@@ -483,17 +482,6 @@ class STClipNet(nn.Module):
         chosen = torch.gather(visual[:, None].expand(b, persons, c, e), 2, top[..., None].expand(b, persons, k, e))
         text = feats.expand(b, persons, -1, -1).reshape(b * persons, -1, e)
         return layer(text, chosen.reshape(b * persons, k, e)).reshape(b, persons, -1, e)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Sequences of ~20 tokens of width 64: a second thread only waits (10x slower on a busy 2-core box)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:

@@ -43,3 +43,15 @@ def autocast(device: torch.device):
 def as_tensor(array, device: torch.device, dtype=torch.float32) -> torch.Tensor:
     """Whole-dataset array -> tensor on the training device once (zero-copy on CPU)."""
     return torch.as_tensor(np.asarray(array), dtype=dtype).to(device)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Run the block on one torch thread: for the box-level methods' small batches (vectors or ~20 tokens of
+    width 64) a second thread only waits (10-25x slower on a busy 2-core box); the setting is restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
