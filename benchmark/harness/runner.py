@@ -88,7 +88,7 @@ def prepare_stad(suite) -> dict:
     ann, _, store = stad.open_data(facts)
     videos: set[str] = set()
     for spec in {job.spec_hash: job.spec for job in plan(suite)}.values():
-        videos |= set(stad.needed_videos(spec | {"protocol": spec["protocol"]}, facts))
+        videos |= set(stad.needed_videos(spec, facts))
     missing = store.missing(videos)
     if missing:
         raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no feature file, e.g. "
@@ -128,6 +128,20 @@ def ensure_external_scores(dataset: Dataset, facts: dict) -> None:
 # One job
 # ---------------------------------------------------------------------------------------------
 
+def build_method(spec: dict, job_dir: Path):
+    """(the job's method, its effective config, the ledger its costs go to): variant and profile
+    hyper-parameters applied, the run's text encoder and cache in its context. Shared by both tasks."""
+    name, variant = spec["method"], spec.get("variant", "default")
+    config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
+    ledger = Ledger()
+    context = MethodContext(
+        device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
+        text_encoder=TextEncoderConfig(**spec["runtime"]["data"]["text_encoder"]), cache_dir=CACHE / "methods",
+        job_dir=job_dir, log=lambda line: print(line, flush=True), ledger=ledger,
+    )
+    return get_method(name)(config, context), config, ledger
+
+
 def run_job(spec: dict, job_dir: Path) -> dict:
     if spec.get("task") == "stad":
         return stad.run_job(spec, job_dir)
@@ -141,16 +155,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
     else:
         train, test = zero_shot_views(dataset, split, protocol.get("unseen_in_training", "remove"), last_only,
                                       bool(protocol.get("score_all_test_videos")), protocol.get("double_labels", "keep"))
-    name, variant = spec["method"], spec.get("variant", "default")
-    config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
-    ledger = Ledger()
-    context = MethodContext(
-        device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
-        text_encoder=TextEncoderConfig(**data["text_encoder"]), cache_dir=CACHE / "methods", job_dir=job_dir,
-        log=lambda line: print(line, flush=True), ledger=ledger,
-    )
-    method = get_method(name)(config, context)
-
+    method, config, ledger = build_method(spec, job_dir)
     with ledger.phase("train"):
         method.fit(train)
     with ledger.phase("predict"):

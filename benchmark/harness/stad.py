@@ -259,20 +259,13 @@ def score_boxes(test, scores: BoxTable, presets, headline: str, prefix: str = ""
 # ---------------------------------------------------------------------------------------------
 
 def run_job(spec: dict, job_dir: Path) -> dict:
-    from benchmark.harness.compute import Ledger
-    from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
-    from benchmark.text.clip import TextEncoderConfig
+    from benchmark.harness.registry import config_dict
+    from benchmark.harness.runner import build_method
 
     facts = spec["runtime"]["data"]
     protocol = protocol_of(spec)
     split, train, test, gt_view, with_rule = views(spec, facts)
-    name, variant = spec["method"], spec.get("variant", "default")
-    config = apply_hparams(name, make_config(name, spec["config"], variant), spec.get("hparams", {}), spec["dataset"])
-    ledger = Ledger()
-    context = MethodContext(device=spec["runtime"].get("device", "cpu"), seed=spec["seed"],
-                            text_encoder=TextEncoderConfig(**facts["text_encoder"]), cache_dir=CACHE / "methods",
-                            job_dir=job_dir, log=lambda line: print(line, flush=True), ledger=ledger)
-    method = get_method(name)(config, context)
+    method, config, ledger = build_method(spec, job_dir)
     with ledger.phase("train"):
         method.fit(train)
     with ledger.phase("predict"):
