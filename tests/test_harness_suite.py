@@ -1,6 +1,8 @@
 """Suites: YAML validation, profiles, expansion into deduplicated jobs, key stability."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import yaml
 import pytest
 
@@ -42,13 +44,30 @@ def test_zs_activitynet_profiles_expand_to_the_papers_tables():
     assert len({j.key for j in jobs}) == len(jobs)
 
 
-def test_every_paper_entry_of_the_suite_exists_in_the_reference_file():
-    suite = load_suite("zs_activitynet", "smoke")
+SUITES = sorted(p.stem for p in (Path(registry.__file__).parents[1] / "suites").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_every_paper_entry_of_every_suite_exists_in_its_reference_file(name):
+    suite = load_suite(name, "default")
     reference = yaml.safe_load(suite.paper_reference.read_text())
     for table, row, setting, _ in cells(suite):
         if row.paper:
             values = paper_values(reference, row.paper, setting, suite.dataset)
             assert values is not None and len(values) == len(table.paper_metrics), (table.name, row.label)
+            if isinstance(row.paper[0], tuple):  # one path per metric: each must reach a number
+                assert all(v is not None for v in values), (table.name, row.label, values)
+
+
+def test_paper_paths_index_lists_and_can_give_one_path_per_metric(tmp_path):
+    reference = {"t2": {"Base": [69.3, 71.5, 71.9], "Novel": [57.0, 57.0, 57.2]},
+                 "t3": [{"mAP": [13.55, 26.02]}, {"mAP": [70.03, 45.67]}]}
+    assert paper_values(reference, ("t3", 1, "mAP"), "s", "d") == [70.03, 45.67]
+    assert paper_values(reference, (("t2", "Base", 2), ("t2", "Novel", -1)), "s", "d") == [71.9, 57.2]
+    assert paper_values(reference, (("t2", "Base", 5), ("t2", "Novel", 0)), "s", "d") == [None, 57.0]  # out of range
+    assert paper_values(reference, ("t2", 0), "s", "d") is None  # an index into a mapping
+    with pytest.raises(SuiteError, match=r"rows\[0\]\.paper: expected a key path"):
+        load_suite(write_suite(tmp_path / "s.yaml", rows=[{"method": "toy", "paper": [["a"], "b"]}]))
 
 
 def test_paper_profile_needs_real_data_and_lists(tmp_path):

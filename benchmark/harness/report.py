@@ -182,8 +182,16 @@ def describe_data(data: dict, dataset: str) -> str:
 def paper_values(reference: dict | None, path: tuple | None, setting: str, dataset: str) -> list | None:
     if reference is None or path is None:
         return None
+    if path and isinstance(path[0], tuple):  # one path per paper metric, each to one number
+        values = [paper_values(reference, p, setting, dataset) for p in path]
+        return [v[0] if v and len(v) == 1 else None for v in values]
     node = reference
     for part in path:
+        if isinstance(part, int):
+            if not isinstance(node, list) or not -len(node) <= part < len(node):
+                return None
+            node = node[part]
+            continue
         part = part.format(setting=setting, dataset=dataset)
         if not isinstance(node, dict) or part not in node:
             return None

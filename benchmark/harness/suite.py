@@ -63,8 +63,10 @@ Student-t 95% CI, a two-sided paired t-test, Holm's correction across every clai
 degradation claim (Table 3: the parallel design loses less from GT to predicted localisation) is
 ``a: {minus: [STALE GT, STALE predicted]}, b: {minus: [B-I GT, B-I predicted]}, direction: less``.
 
-A ``paper`` entry is a key path into the paper reference file; the strings ``{setting}`` and
-``{dataset}`` in it are filled per cell. A variant's overrides are checked against the method's
+A ``paper`` entry is a key path into the paper reference file (an integer indexes a list); the strings
+``{setting}`` and ``{dataset}`` in it are filled per cell. It gives the row's numbers in the order of
+``paper_metrics``, or it is a list of key paths, one number per paper metric (a paper that prints its
+metrics in separate lists, e.g. ``[[table2, Base, 2], [table2, Novel, 2]]``). A variant's overrides are checked against the method's
 ``Config`` when the method is registered (methods not registered yet are planned but not run).
 
 Job identity: ``spec_hash`` = sha256 of the normalised spec (sorted JSON; the variant *name* is left
@@ -379,6 +381,18 @@ def _methods(m: dict, check: _Checker) -> dict:
     return methods
 
 
+def _paper_path(paper, where: str, check: "_Checker") -> tuple:
+    """A key path (strings, and integers that index a list), or a list of them, one per paper metric."""
+    def is_path(p) -> bool:
+        return isinstance(p, list) and bool(p) and all(isinstance(k, str) or type(k) is int for k in p)
+
+    if is_path(paper):
+        return tuple(paper)
+    if isinstance(paper, list) and paper and all(is_path(p) for p in paper):
+        return tuple(tuple(p) for p in paper)
+    check.fail(where, f"expected a key path (list of strings and list indices) or a list of them, got {paper!r}")
+
+
 def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict, check: _Checker) -> Table:
     where = f"tables.{name}"
     check.keys(t, _TABLE_KEYS, where)
@@ -433,13 +447,13 @@ def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
     if variant not in methods[method]:
         check.fail(f"{where}.variant", f"method {method!r} has no variant {variant!r} (variants: {', '.join(methods[method])})")
     paper = r.get("paper")
-    if paper is not None and (not isinstance(paper, list) or not all(isinstance(p, str) for p in paper)):
-        check.fail(f"{where}.paper", f"expected a key path (list of strings), got {paper!r}")
+    if paper is not None:
+        paper = _paper_path(paper, f"{where}.paper", check)
     prefix = r.get("metrics_from", "")
     if not isinstance(prefix, str):
         check.fail(f"{where}.metrics_from", f"expected a metric prefix such as 'gt_labels/', got {prefix!r}")
     return Row(label=str(r.get("label", f"{method}/{variant}")), method=method, variant=variant,
-               paper=tuple(paper) if paper else None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"),
+               paper=paper or None, protocol=check.mapping(r.get("protocol") or {}, f"{where}.protocol"),
                metrics_from=prefix, compare_to=r.get("compare_to"),
                leaky_splits=check.choice(r.get("leaky_splits", "include"), f"{where}.leaky_splits", LEAKY_SPLITS))
 
