@@ -72,8 +72,9 @@ Training schedule: the benchmark's one training standard, the convergence rule o
 :mod:`methods.modules.convergence`. A seeded slice of the training *videos* is held out
 (``convergence.holdout_split`` by video: no held-out frame shares a video with a fitted one); an epoch is a
 shuffled pass over the fitted annotated frames, ``clips_per_batch`` a step; the held-out loss is the training
-loss itself (the focal loss above) over every person of every annotated frame of the held-out videos (eval
-mode, no gradient, no ``boxes_per_clip`` sampling), evaluated every ``convergence.eval_every`` = 50 steps
+loss itself (the focal loss above) over every person of every ``heldout_stride``-th (4th) annotated frame of
+the held-out videos, in video and frame order (eval mode, no gradient, no ``boxes_per_clip`` sampling; every
+frame cost ~45% of a job's training time, and a frame's neighbours are near duplicates), evaluated every ``convergence.eval_every`` = 50 steps
 (400 clips) rather than once an epoch: J-HMDB's neighbouring frames are near duplicates, an epoch over them
 is 940 steps on the J-HMDB-shaped benchmark, far more than the plateau needs. Warm-up: the rule's linear
 warm-up, ``convergence.warmup_steps`` = 80, from lr / 80 to lr (``(step + 1) / 80``); the code's
@@ -150,6 +151,7 @@ class Config:
     gamma: float = 2.0  # softmax focal loss
     # schedule: the shared convergence rule (methods/modules/convergence.py), epochs (over the fitted frames) its cap
     convergence: Convergence = Convergence(eval_every=50, warmup_steps=80)
+    heldout_stride: int = 4  # the held-out loss reads every n-th held-out annotated frame (neighbours are near duplicates)
     epochs: int = 2
     lr: float = 0.05
     # rule epochs only: > 0 = exactly this many steps with the code's warm-up instead of epochs (the paper's)
@@ -552,7 +554,7 @@ class STClip(Method):
         self.heldout_videos = tuple(train_view.videos[i] for i in held)
         frame_video = train_view.gt.video[data.rows[data.start[:-1]]]
         is_held = np.isin(frame_video, self.heldout_videos)
-        fit_frames, held_frames = np.flatnonzero(~is_held), np.flatnonzero(is_held)
+        fit_frames, held_frames = np.flatnonzero(~is_held), np.flatnonzero(is_held)[::cfg.heldout_stride]
 
         def step(idx) -> dict[str, float]:
             frames = fit_frames[np.asarray(idx)]
@@ -570,7 +572,7 @@ class STClip(Method):
             return {"loss": loss.item()}
 
         def heldout_loss() -> float:
-            """The focal loss over every person of every held-out frame (eval mode, no grad: convergence.train)."""
+            """The focal loss over every person of every ``heldout_stride``-th held-out frame (eval mode, no grad)."""
             total, count = 0.0, 0
             for lo in range(0, len(held_frames), cfg.predict_batch):
                 frames = held_frames[lo:lo + cfg.predict_batch]
