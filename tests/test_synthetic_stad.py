@@ -285,3 +285,27 @@ def test_the_synth_command_writes_a_box_level_profile(tmp_path, capsys):
     info = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert info["format"] == "act_pkl" and info["subsets"]["all"]["videos"] == 42
     assert main(["synth", "--out", str(tmp_path / "c"), "--profile", "ava_smoke", "--videos", "3"]) == 2
+
+
+def test_a_cross_dataset_pair_shares_the_visual_model_and_has_disjoint_classes(tmp_path):
+    from benchmark.data.synthetic_stad import _class_phrases
+
+    ucf_cfg, jhmdb_cfg = PROFILES["ucf_pair_smoke"], PROFILES["jhmdb_pair_smoke"]
+    ucf_names, ucf_reserved, ucf_shared = _class_phrases(ucf_cfg, np.random.default_rng(0))
+    jhmdb_names, jhmdb_reserved, jhmdb_shared = _class_phrases(jhmdb_cfg, np.random.default_rng(1))
+    assert (len(ucf_names), len(jhmdb_names)) == (24, 21) and not set(ucf_names) & set(jhmdb_names)
+    assert ucf_reserved == jhmdb_reserved == set(ucf_names) | set(jhmdb_names)
+    # one visual encoder: the dataset-independent draws (A, R, motion phases) come from one stream of the seed
+    assert np.array_equal(ucf_shared.standard_normal(5), jhmdb_shared.standard_normal(5))
+    other_seed = _class_phrases(replace(ucf_cfg, seed=1), np.random.default_rng(0))
+    assert other_seed[0] != ucf_names
+
+    ucf = load_manifest(generate(tmp_path / "ucf", ucf_cfg))
+    jhmdb = load_manifest(generate(tmp_path / "jhmdb", jhmdb_cfg))
+    assert set(ucf["phrases"]) == set(ucf_names) and set(jhmdb["phrases"]) == set(jhmdb_names)
+    assert jhmdb["captions"] is None
+    with np.load(ucf["captions"]) as corpus:  # the alignment corpus names no class of either dataset
+        captions = set(corpus["caption"].tolist())
+    assert captions and not any(name in caption for caption in captions for name in ucf_reserved)
+    with pytest.raises(Exception, match="do not fit"):
+        _class_phrases(replace(jhmdb_cfg, pair=(30, 45)), np.random.default_rng(0))

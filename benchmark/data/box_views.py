@@ -12,7 +12,8 @@ Test (:func:`box_test_view`): the candidate person boxes a method scores, the la
 them in, and the GT of the evaluated classes:
 - ``boxes``: a detector's boxes filtered by a named rule (:func:`filter_person_boxes`), or ``None`` for
   the ground-truth person boxes (the papers' ``avg*`` oracle rows);
-- ``label_space``: ``unseen`` (ZS-JHMDB / ZS-UCF: softmax over the test classes) or ``all``;
+- ``label_space``: ``unseen`` (ZS-JHMDB / ZS-UCF: softmax over the test classes), ``seen`` (a cross-dataset
+  benchmark's base test set) or ``all``;
 - ``evaluated``: the classes whose AP is averaged, ``unseen``, ``seen`` or ``all``;
 - ``videos``: ``unseen_only`` (ST-CLIP J-HMDB / UCF: the test videos of unseen classes) or ``all``
   (the other videos' frames are negatives).
@@ -76,7 +77,7 @@ def box_train_view(ann: BoxAnnotations, split: ClassSplit, videos, unseen: str =
 def box_test_view(ann: BoxAnnotations, split: ClassSplit, videos, boxes: BoxTable | None = None, rule: str = "all",
                   label_space: str = "unseen", evaluated: str = "unseen", test_videos: str = "unseen_only",
                   features: BoxFeatureStore | None = None) -> BoxTestView:
-    choices = {"label_space": (label_space, ("unseen", "all")), "evaluated": (evaluated, ("unseen", "seen", "all")),
+    choices = {"label_space": (label_space, ("unseen", "seen", "all")), "evaluated": (evaluated, ("unseen", "seen", "all")),
                "test_videos": (test_videos, ("unseen_only", "all"))}
     for name, (value, allowed) in choices.items():
         if value not in allowed:

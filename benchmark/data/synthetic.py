@@ -145,10 +145,12 @@ def _random_rotation(d: int, rng: np.random.Generator) -> np.ndarray:
     return q * np.sign(np.diag(r))
 
 
-def visual_signatures(concept: np.ndarray, cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
-    """s_c = norm(A c_c + gamma u_c), with A = (1 - rho) I + rho Q (see the module docstring)."""
+def visual_signatures(concept: np.ndarray, cfg: SynthConfig, rng: np.random.Generator,
+                      rotation_rng: np.random.Generator | None = None) -> np.ndarray:
+    """s_c = norm(A c_c + gamma u_c), with A = (1 - rho) I + rho Q (see the module docstring); Q is drawn
+    from ``rotation_rng`` if given (several datasets seen by one visual encoder), else from ``rng``."""
     d = concept.shape[1]
-    a = (1 - cfg.rotation) * np.eye(d) + cfg.rotation * _random_rotation(d, rng)
+    a = (1 - cfg.rotation) * np.eye(d) + cfg.rotation * _random_rotation(d, rotation_rng or rng)
     residual = _unit(rng.standard_normal(concept.shape))
     return _unit(concept @ a.T + cfg.residual * residual)
 

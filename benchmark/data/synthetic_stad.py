@@ -61,6 +61,15 @@ them), ``caption`` [N] str, ``source`` [N] "A" or "B": A (HC-STVG-like) has fewe
 (``caption_actions[1]`` names) and the rest. Every ``caption_stride``-th frame of an acting person is a
 pair. ``caption_clips = 0`` writes no corpus. Methods get the file, never the generator's concepts.
 
+Cross-dataset pairs (OV-STAD's UCF101-24 -> JHMDB-21, ``StadConfig.pair = (first, span)``): two
+benchmarks of the same seed whose configs both set ``pair`` are two datasets filmed through one visual
+encoder. Their dataset-independent draws (A, R, the motion phases) come from one stream of the seed, not
+from each benchmark's own; their class names are the names ``first .. first + classes - 1`` of one seeded
+permutation of the world's vocabulary, so that the pair's datasets have disjoint classes; and the
+region-caption corpus avoids the first ``span`` names of that permutation, i.e. every class of the pair
+(profiles ``ucf_pair`` / ``jhmdb_pair`` and their ``_smoke`` versions; ``ucf_pair`` has 160 videos of 40-160
+frames, against ``ucf``'s 240 of 60-300, to keep the ov_stad suite's two dozen trainings within its time).
+
 Files are written by :mod:`benchmark.data.box_writers` (ACT pickle, pyannot, ST-CLIP JSONs, AVA CSVs,
 exclusions, label maps) from :class:`~benchmark.data.box_annotations.BoxAnnotations` tables, so they read
 back through :func:`~benchmark.data.box_annotations.load_box_annotations`; only the LFB-style predicted-box
@@ -121,6 +130,7 @@ class StadConfig:
     person_width: tuple[float, float] = (0.35, 0.7)  # box size as a share of the image, uniform
     person_height: tuple[float, float] = (0.6, 0.98)
     drift: float = 0.01  # per-frame random-walk step of a box centre, share of the image
+    pair: tuple[int, ...] = ()  # (first, span): one dataset of a cross-dataset pair (see the module docstring)
     # ava: movies, keyframes at 1 Hz from first_timestamp
     train_movies: int = 0
     val_movies: int = 0
@@ -179,6 +189,13 @@ PROFILES = {
     "ucf_smoke": replace(UCF, videos=48, frames=(60, 120), feature_stride=4, caption_clips=30, caption_actions=(8, 24)),
     "ava_smoke": replace(AVA, train_movies=6, val_movies=3, keyframes=40, caption_clips=30, caption_actions=(8, 24)),
 }
+PAIR_SPAN = 45  # UCF101-24's 24 classes, then JHMDB-21's 21
+PROFILES |= {
+    "ucf_pair": replace(UCF, videos=160, frames=(40, 160), pair=(0, PAIR_SPAN)),  # smaller: the suite trains 23 jobs on it
+    "jhmdb_pair": replace(JHMDB, pair=(24, PAIR_SPAN), caption_clips=0),
+    "ucf_pair_smoke": replace(PROFILES["ucf_smoke"], pair=(0, PAIR_SPAN)),
+    "jhmdb_pair_smoke": replace(PROFILES["jhmdb_smoke"], pair=(24, PAIR_SPAN), caption_clips=0),
+}
 
 # file names of each layout, as the real datasets name them
 FILES = {
@@ -235,6 +252,28 @@ def _label_names(layout: str, phrases: list[str]) -> list[str]:
     if layout == "ucf":
         return ["".join(w[:1].upper() + w[1:] for w in p.split()) for p in phrases]
     return list(phrases)
+
+
+def _class_phrases(cfg: StadConfig, rng: np.random.Generator) -> tuple[list[str], set[str], np.random.Generator]:
+    """(the class phrases, the names the caption corpus must avoid, the stream of the visual model's
+    dataset-independent draws): drawn from ``rng`` alone, or for one dataset of a pair (``cfg.pair``) from
+    the seed's pair streams, shared by the pair's datasets."""
+    if not cfg.pair:
+        phrases = class_names(cfg.classes, rng)
+        return phrases, set(phrases), rng
+    first, span = cfg.pair
+    if first + cfg.classes > span or span > len(VOCABULARY):
+        raise InputError(f"pair {cfg.pair}: classes {first}..{first + cfg.classes - 1} do not fit in the pair's {span} "
+                         f"names (the world has {len(VOCABULARY)})")
+    order = np.random.default_rng([cfg.seed, 14]).permutation(len(VOCABULARY))
+    phrases = sorted(VOCABULARY[i] for i in order[first:first + cfg.classes])
+    return phrases, {VOCABULARY[i] for i in order[:span]}, np.random.default_rng([cfg.seed, 13])
+
+
+def _copy(rng: np.random.Generator) -> np.random.Generator:
+    copy = np.random.Generator(np.random.PCG64())
+    copy.bit_generator.state = rng.bit_generator.state
+    return copy
 
 
 def _trajectory(n: int, cfg: StadConfig, rng: np.random.Generator) -> np.ndarray:
@@ -402,19 +441,20 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.write_bytes(buffer.getvalue())
 
 
-def _write_captions(path: Path, phrases: list[str], world: WorldConfig, look: _Look, fork: np.random.Generator,
-                    cfg: StadConfig) -> None:
-    """The region-caption corpus (see the module docstring). ``fork`` holds the state ``generate`` drew the
-    class signatures from, so the caption actions' signatures share their A; everything else is drawn
-    from the corpus's own stream, leaving the benchmark's files as they were."""
+def _write_captions(path: Path, phrases: list[str], reserved: set[str], world: WorldConfig, look: _Look,
+                    fork: tuple[np.random.Generator, np.random.Generator], cfg: StadConfig) -> None:
+    """The region-caption corpus (see the module docstring). ``fork`` holds the states ``generate`` drew the
+    class signatures and their A from, so the caption actions' signatures share that A; everything else is
+    drawn from the corpus's own stream, leaving the benchmark's files as they were. No caption names a
+    ``reserved`` name (the benchmark's classes, or every class of its pair)."""
     rng = np.random.default_rng([cfg.seed, 12])
-    pool = [name for name in VOCABULARY if name not in set(phrases)]
+    pool = [name for name in VOCABULARY if name not in reserved]
     narrow, broad = cfg.caption_actions
     if narrow + broad > len(pool):
         raise InputError(f"caption_actions {cfg.caption_actions}: only {len(pool)} non-class actions in the world")
     actions = [pool[i] for i in rng.choice(len(pool), size=narrow + broad, replace=False)]
-    signatures = visual_signatures(concepts(phrases + actions, world),
-                                   SynthConfig(rotation=cfg.rotation, residual=cfg.residual), fork)[len(phrases):]
+    signatures = visual_signatures(concepts(phrases + actions, world), SynthConfig(rotation=cfg.rotation, residual=cfg.residual),
+                                   fork[0], rotation_rng=fork[1])[len(phrases):]
     corpus_look = replace(look, signatures=signatures,
                           contexts=_unit(signatures + _unit(rng.standard_normal(signatures.shape))),
                           interaction=np.zeros(len(actions), dtype=bool))
@@ -627,19 +667,19 @@ def generate(out_dir: str | Path, cfg: StadConfig = JHMDB) -> Path:
     rng = np.random.default_rng([cfg.seed, 11])  # its own stream: not the temporal benchmark's draws
     world = WorldConfig(seed=cfg.world_seed, embed_dim=cfg.embed_dim)
     text_cfg, pretraining = pretrained_text_encoder(out / "text_encoder", world)
-    phrases = class_names(cfg.classes, rng)
+    phrases, reserved, shared = _class_phrases(cfg, rng)
     types, frequency = _ava_classes(cfg, rng) if cfg.layout == "ava" else (np.zeros(cfg.classes, int), None)
     if cfg.layout == "ava":  # AVA orders its label map by type: pose, object, interaction
         phrases = [phrases[i] for i in np.argsort(types, kind="stable")]
     labels = _label_names(cfg.layout, phrases)
-    fork = np.random.Generator(np.random.PCG64())
-    fork.bit_generator.state = rng.bit_generator.state  # the corpus's signatures see the same A
+    fork = _copy(rng)  # the corpus's signatures see the same A
+    fork_shared = _copy(shared) if shared is not rng else fork
     signatures = visual_signatures(concepts(phrases, world), SynthConfig(rotation=cfg.rotation, residual=cfg.residual),
-                                   rng)
+                                   rng, rotation_rng=shared)
     d = cfg.embed_dim
     look = _Look(signatures, _unit(signatures + _unit(rng.standard_normal(signatures.shape))),
-                 (1 - cfg.region_rotation) * np.eye(d) + cfg.region_rotation * _random_rotation(d, rng),
-                 _unit(rng.standard_normal((cfg.poses, d))), types == 2)
+                 (1 - cfg.region_rotation) * np.eye(d) + cfg.region_rotation * _random_rotation(d, shared),
+                 _unit(shared.standard_normal((cfg.poses, d))), types == 2)
 
     if cfg.layout == "ava":
         videos = [_ava_movie(f"syn{cfg.seed:03d}{s[0]}{i:04d}", s, types, frequency, cfg, rng)
@@ -675,7 +715,7 @@ def generate(out_dir: str | Path, cfg: StadConfig = JHMDB) -> Path:
         _write_act(folder, labels, videos, splits, cfg)
         _write_stclip(folder, labels, tested, detections, cfg)
     if cfg.caption_clips:
-        _write_captions(out / "captions.npz", phrases, world, look, fork, cfg)
+        _write_captions(out / "captions.npz", phrases, reserved, world, look, (fork, fork_shared), cfg)
 
     manifest = {
         "synthetic": True,

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch  # imported here on purpose: the scheduler seeds torch when the runner has loaded it
 
+from benchmark.data.box_features import BoxFeatureStore
 from benchmark.data.features import ScannedFeatures, scan_features
 from benchmark.data.zero_shot import Dataset, closed_set_views, scored_videos, training_videos, zero_shot_views
 from benchmark.errors import InputError
@@ -85,15 +86,17 @@ def prepare_stad(suite) -> dict:
     """The box-level task's checks before any job: the data open, every split resolves, every video a job
     reads has features (one line naming the missing files), the text tower encodes the class names."""
     facts = stad.data_facts(suite)
-    ann, _, store = stad.open_data(facts)
-    videos: set[str] = set()
+    needed: dict[str, set[str]] = {}
     for spec in {job.spec_hash: job.spec for job in plan(suite)}.values():
-        videos |= set(stad.needed_videos(spec, facts))
-    missing = store.missing(videos)
-    if missing:
-        raise InputError(f"{facts['features']}: {len(missing)} videos of the suite's splits have no feature file, e.g. "
-                         f"{store.path(missing[0])}")
-    class_embeddings(TextEncoderConfig(**facts["text_encoder"]), ann.labels, CACHE / "text")
+        for folder, videos in stad.needed_videos(spec, facts).items():
+            needed.setdefault(folder, set()).update(videos)
+    for folder, videos in needed.items():
+        missing = BoxFeatureStore(folder).missing(videos)
+        if missing:
+            raise InputError(f"{folder}: {len(missing)} videos of the suite's splits have no feature file, e.g. "
+                             f"{BoxFeatureStore(folder).path(missing[0])}")
+    labels = [label for side in stad.sides(facts) for label in stad.open_data(side)[0].labels]
+    class_embeddings(TextEncoderConfig(**facts["text_encoder"]), labels, CACHE / "text")
     return facts
 
 

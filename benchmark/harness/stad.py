@@ -29,16 +29,17 @@ the same trained model (:func:`shortcut_analyses`), so an audit row reads them w
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from benchmark.data.box_annotations import load_box_annotations, load_person_boxes
 from benchmark.data.box_features import BoxFeatureStore
 from benchmark.data.box_views import box_test_view, box_train_view
-from benchmark.data.splits import ClassSplit, generate_splits, import_stclip_lists
+from benchmark.data.splits import ClassSplit, cross_dataset_split, generate_splits, import_stclip_lists
 from benchmark.errors import InputError
 from benchmark.evaluation.boxes import BoxTable
 from benchmark.evaluation.frame_map import frame_map
@@ -59,6 +60,12 @@ STAD_DATASETS = {
                   "files": {"annotations": "pyannot_with_class_names.pkl", "person_boxes": "ucf24_person_boxes.json",
                             "images": "ucf24_test_gt_min.json"}},
 }
+# Cross-dataset benchmarks (OV-STAD's UCF-JHMDB): train on every class of the base dataset's official training
+# split, test the novel dataset's classes on its official test split (the headline) and the base classes on the
+# base dataset's test split (``base/`` metrics). The synthetic pair is the ``<synthetic>_<profile>`` profiles
+# of benchmark.data.synthetic_stad (profile ``pair`` or ``pair_smoke``), one visual model, disjoint classes.
+STAD_DATASETS["ucf_jhmdb"] = {"name": "UCF101-24 -> JHMDB-21", "pair": ("ucf101_24", "jhmdb"),
+                              "presets": ("multisports", "act", "odm")}
 PROTOCOL = {"test_boxes": "detector", "box_rule": "top3", "detector_score": "multiply", "label_space": "unseen",
             "evaluated": "unseen", "test_videos": "unseen_only", "unseen_in_training": "drop_videos",
             "soft_voting": False, "evaluator": "multisports"}
@@ -78,23 +85,44 @@ def protocol_of(spec: dict) -> dict:
 # ---------------------------------------------------------------------------------------------
 
 def data_facts(suite) -> dict:
-    """Where the suite's box-level data are (the embedded benchmark is generated here, once)."""
+    """Where the suite's box-level data are (the embedded benchmark is generated here, once). A cross-dataset
+    benchmark has the facts of each dataset under ``base`` and ``novel``."""
     if suite.dataset not in STAD_DATASETS:
         raise InputError(f"{suite.path}: dataset {suite.dataset!r} is not a box-level dataset ({', '.join(STAD_DATASETS)})")
-    info = STAD_DATASETS[suite.dataset]
-    data = suite.data
+    info, data = STAD_DATASETS[suite.dataset], suite.data
+    if "pair" not in info:
+        return _facts(suite.dataset, data)
+    real, synthetic = data.get("real") or {}, data.get("synthetic") or {}
+    sides = {}
+    for role, key in zip(("base", "novel"), info["pair"]):
+        side_real = real.get(role) or ({"root": str(Path(real["root"]) / key)} if real.get("root") else {})
+        profile = f"{STAD_DATASETS[key]['synthetic']}_{synthetic.get('profile', 'pair')}"
+        sides[role] = _facts(key, {"source": data["source"], "synthetic": {**synthetic, "profile": profile},
+                                   "real": side_real})
+    name = f"{'synthetic ' if data['source'] == 'synthetic' else ''}{info['name']}"
+    return {"source": data["source"], "task": "stad", "dataset": suite.dataset, "name": name,
+            "text_encoder": sides["base"]["text_encoder"], **sides}
+
+
+def sides(facts: dict) -> list[dict]:
+    """The facts of each dataset a suite reads: one, or a cross-dataset pair's base and novel."""
+    return [facts["base"], facts["novel"]] if "base" in facts else [facts]
+
+
+def _facts(dataset: str, data: dict) -> dict:
+    info = STAD_DATASETS[dataset]
     if data["source"] == "synthetic":
         from benchmark.data.synthetic_stad import ensure_synthetic_stad, load_manifest
 
         options = {"profile": info["synthetic"], **(data.get("synthetic") or {})}
         manifest = load_manifest(ensure_synthetic_stad(CACHE / "synthetic_stad", **options))
-        return {"source": "synthetic", "task": "stad", "dataset": suite.dataset, "name": f"synthetic {info['name']}",
+        return {"source": "synthetic", "task": "stad", "dataset": dataset, "name": f"synthetic {info['name']}",
                 "annotations": manifest["annotations"]["act_pkl"], "person_boxes": manifest["person_boxes"],
                 "images": manifest["annotations"]["gt_json"], "features": manifest["features"],
                 "text_encoder": manifest["text_encoder"], "captions": manifest.get("captions")}
     real = data.get("real") or {}
     root = Path(real["root"]) if real.get("root") else None
-    facts = {"source": "real", "task": "stad", "dataset": suite.dataset, "name": info["name"], "captions": None,
+    facts = {"source": "real", "task": "stad", "dataset": dataset, "name": info["name"], "captions": real.get("captions"),
              "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
     for key in ("annotations", "person_boxes", "images"):
         path = real.get(key) or (root / info["files"][key] if root else None)
@@ -102,7 +130,8 @@ def data_facts(suite) -> dict:
     facts["features"] = str(real.get("features") or (root / "features" if root else ""))
     for key in ("annotations", "features"):
         if not facts[key] or not Path(facts[key]).exists():
-            raise InputError(f"real data: {key} not found at {facts[key] or '(none given)'} (see README, spatio-temporal track)")
+            raise InputError(f"real data ({info['name']}): {key} not found at {facts[key] or '(none given)'} "
+                             f"(see README, spatio-temporal track)")
     return facts
 
 
@@ -158,38 +187,79 @@ def class_split(ann, spec: dict, facts: dict) -> ClassSplit:
         return replace(made, index=index, family="stclip")
     ratio = {"75/25": 0.75, "50/50": 0.5}.get(setting)
     if ratio is None:
-        raise InputError(f"setting {setting!r} is not one of stclip, 75/25, 50/50 for task stad")
+        raise InputError(f"setting {setting!r} is not one of stclip, 75/25, 50/50 for task stad on one dataset "
+                         f"(cross is the split of a cross-dataset benchmark)")
     return generate_splits(info["name"], ann.labels, ratio, n=index + 1, seed=split["seed"])[index]
 
 
+@dataclass(frozen=True)
+class Evaluation:
+    """One test set of a job: its metric names start with ``prefix`` ("" = the headline; ``base/`` = a
+    cross-dataset benchmark's base classes: ``base/frame_mAP@0.5``, ``gt_boxes/base/frame_mAP@0.5``), its test view, the same view on ground-truth person boxes, and
+    ``with_rule(rule)``: the test view on the detector's boxes kept by another rule (None without detector)."""
+
+    prefix: str
+    test: object
+    gt_view: object
+    with_rule: Callable | None
+
+
 def views(spec: dict, facts: dict):
-    """(split, training view, test view, the same test view on ground-truth person boxes, and
-    ``with_rule(rule)``: the test view on the detector's boxes kept by another rule, or None without detector)."""
+    """(split, training view, evaluations): one :class:`Evaluation` on one dataset; on a cross-dataset
+    benchmark the novel dataset's classes (the headline) and the base dataset's classes (``base/``), each
+    scored over its own dataset's classes."""
     protocol = protocol_of(spec)
-    ann, detector, store = open_data(facts)
-    split = class_split(ann, spec, facts)
-    official = STAD_DATASETS[spec["dataset"]]["official_split"] - 1
-    train_videos, test_videos = ann.splits[official]
-    train = box_train_view(ann, split, train_videos, protocol["unseen_in_training"], features=store)
-    train = replace(train, captions=facts.get("captions"))
-    common = dict(label_space=protocol["label_space"], evaluated=protocol["evaluated"],
-                  test_videos=protocol["test_videos"], features=store)
-    gt_view = box_test_view(ann, split, test_videos, **common)
+    if "base" not in facts:
+        ann, detector, store = open_data(facts)
+        split = class_split(ann, spec, facts)
+        train_videos, test_videos = _official(spec["dataset"], ann)
+        train = box_train_view(ann, split, train_videos, protocol["unseen_in_training"], features=store)
+        space = {key: protocol[key] for key in ("label_space", "evaluated", "test_videos")}
+        return split, replace(train, captions=facts.get("captions")), [
+            _evaluation("", ann, detector, store, split, test_videos, protocol, space)]
+    if spec["setting"] != "cross":
+        raise InputError(f"{facts['name']} is a cross-dataset benchmark: its one split is setting cross, not {spec['setting']!r}")
+    fixed = {key: protocol[key] for key in ("label_space", "evaluated", "test_videos") if protocol[key] != PROTOCOL[key]}
+    if fixed:
+        raise InputError(f"protocol: {', '.join(fixed)} cannot be set on a cross-dataset benchmark (each test "
+                         f"dataset is scored over its own classes, on all its test videos)")
+    (base, base_boxes, base_store), (novel, novel_boxes, novel_store) = (open_data(facts[r]) for r in ("base", "novel"))
+    split = cross_dataset_split(facts["base"]["name"], base.labels, facts["novel"]["name"], novel.labels)
+    base_train, base_test = _official(facts["base"]["dataset"], base)
+    train = box_train_view(base, split, base_train, protocol["unseen_in_training"], features=base_store)
+    return split, replace(train, captions=facts["base"].get("captions")), [
+        _evaluation("", novel, novel_boxes, novel_store, split, _official(facts["novel"]["dataset"], novel)[1], protocol,
+                    {"label_space": "unseen", "evaluated": "unseen", "test_videos": "all"}),
+        _evaluation("base/", base, base_boxes, base_store, split, base_test, protocol,
+                    {"label_space": "seen", "evaluated": "seen", "test_videos": "all"})]
+
+
+def _official(dataset: str, ann) -> tuple:
+    """(training videos, test videos) of the dataset's official split the zero-shot splits use."""
+    return ann.splits[STAD_DATASETS[dataset]["official_split"] - 1]
+
+
+def _evaluation(prefix: str, ann, detector, store, split, videos, protocol: dict, space: dict) -> Evaluation:
+    gt_view = box_test_view(ann, split, videos, features=store, **space)
 
     def with_rule(rule: str):
-        return box_test_view(ann, split, test_videos, boxes=detector, rule=rule, **common)
+        return box_test_view(ann, split, videos, boxes=detector, rule=rule, features=store, **space)
 
     if detector is None:
         if protocol["test_boxes"] != "gt":
-            raise InputError(f"{facts.get('person_boxes') or 'person boxes'}: no person-box file (test_boxes: detector needs one)")
-        return split, train, gt_view, gt_view, None
+            raise InputError(f"{ann.source}: no person-box file (test_boxes: detector needs one)")
+        return Evaluation(prefix, gt_view, gt_view, None)
     test = gt_view if protocol["test_boxes"] == "gt" else with_rule(protocol["box_rule"])
-    return split, train, test, gt_view, with_rule
+    return Evaluation(prefix, test, gt_view, with_rule)
 
 
-def needed_videos(spec: dict, facts: dict) -> list[str]:
-    _, train, test, _, _ = views(spec, facts)
-    return sorted(set(train.videos) | set(test.videos))
+def needed_videos(spec: dict, facts: dict) -> dict[str, set[str]]:
+    """feature folder -> the videos a job reads from it."""
+    _, train, evaluations = views(spec, facts)
+    out = {str(train.features.root): set(train.videos)}
+    for e in evaluations:
+        out.setdefault(str(e.test.features.root), set()).update(e.test.videos, e.gt_view.videos)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,13 +304,14 @@ def _box_scores(rows: BoxTable, candidates: BoxTable) -> np.ndarray:
     return candidates.score[order[at]]
 
 
-def score_boxes(test, scores: BoxTable, presets, headline: str, prefix: str = "") -> tuple[dict, dict]:
-    """Frame-mAP of ``scores`` on the test view under each preset: (metrics, per-class AP of the headline)."""
+def score_boxes(test, scores: BoxTable, presets, headline: str, prefix: str = "", metric: str = METRIC) -> tuple[dict, dict]:
+    """Frame-mAP of ``scores`` on the test view under each preset: (metrics, per-class AP of the headline);
+    keys ``<prefix>[<preset>/]<metric>`` (``metric``: ``base/frame_mAP@0.5`` for a base test set)."""
     metrics, per_class = {}, {}
     for preset in dict.fromkeys((headline,) + tuple(presets)):
         classes = list(test.evaluated)
         keys = test.keys if preset == "ava_official" else None  # the other presets score every frame's detections
-        key = METRIC if preset == headline else f"{preset}/{METRIC}"
+        key = metric if preset == headline else f"{preset}/{metric}"
         try:
             result = frame_map(test.gt, scores, preset, IOU, classes=classes, keys=keys)
         except InputError:  # act: a class with detections but no GT, where ACT's own code divides by zero
@@ -264,26 +335,33 @@ def run_job(spec: dict, job_dir: Path) -> dict:
 
     facts = spec["runtime"]["data"]
     protocol = protocol_of(spec)
-    split, train, test, gt_view, with_rule = views(spec, facts)
+    split, train, evaluations = views(spec, facts)
     method, config, ledger = build_method(spec, job_dir)
     with ledger.phase("train"):
         method.fit(train)
     with ledger.phase("predict"):
-        scores = method.predict(test)
+        scores = [method.predict(e.test) for e in evaluations]
     timings = {phase: cost.wall_s for phase, cost in ledger.phases.items()}
     start = time.perf_counter()
     presets = STAD_DATASETS[spec["dataset"]]["presets"]
-    final = with_detector_scores(scores, test.boxes, protocol)
-    metrics, per_class = score_boxes(test, final, presets, protocol["evaluator"])
-    oracle = scores if test is gt_view else method.predict(gt_view)
-    oracle = with_detector_scores(oracle, gt_view.boxes, protocol)
-    metrics |= score_boxes(gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/")[0]
-    metrics |= shortcut_analyses(method, scores, test, with_rule, protocol)
+    metrics, per_class, predictions = {}, {}, {}
+    for e, rows in zip(evaluations, scores):
+        final = with_detector_scores(rows, e.test.boxes, protocol)
+        metric = e.prefix + METRIC
+        found, classes = score_boxes(e.test, final, presets, protocol["evaluator"], metric=metric)
+        metrics |= found
+        per_class = per_class or classes  # the headline's
+        oracle = rows if e.test is e.gt_view else method.predict(e.gt_view)
+        oracle = with_detector_scores(oracle, e.gt_view.boxes, protocol)
+        metrics |= score_boxes(e.gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/", metric)[0]
+        metrics |= shortcut_analyses(method, rows, e, protocol)
+        predictions |= _as_results(final)
     timings["eval"] = time.perf_counter() - start
+    test = evaluations[0].test
     return {
         "metrics": metrics,
         "per_class": per_class,
-        "predictions": _as_results(final),
+        "predictions": predictions,
         "timings": timings,
         "extra": {"notes": _notes(facts, protocol, test), "synthetic": facts["source"] == "synthetic",
                   "split": {"seen": list(split.seen), "unseen": list(split.unseen), "source": split.source,
@@ -297,24 +375,26 @@ def run_job(spec: dict, job_dir: Path) -> dict:
 ANALYSED_RULES = ("top3", "s_minus_t:0.001", "score>0.3")  # ST-CLIP's code, its paper, OV-STAD
 
 
-def shortcut_analyses(method, scores: BoxTable, test, with_rule, protocol: dict) -> dict[str, float]:
+def shortcut_analyses(method, scores: BoxTable, evaluation: Evaluation, protocol: dict) -> dict[str, float]:
     """The protocol's other choices on the same trained model, headline preset only: soft voting flipped
     (``soft_voting/`` or ``no_soft_voting/``), the detector score flipped (``detector_score_ignore/`` or
     ``detector_score_multiply/``), and the other box rules of :data:`ANALYSED_RULES` (``rule:<rule>/``, a new
-    prediction on those boxes). Only what changes the training data or the test videos needs its own job."""
-    headline, out = protocol["evaluator"], {}
+    prediction on those boxes), each before the evaluation's metric name (``rule:top3/base/frame_mAP@0.5``). Only what changes the training data or
+    the test videos needs its own job."""
+    headline, out, test, prefix = protocol["evaluator"], {}, evaluation.test, evaluation.prefix
 
-    def score(view, rows, changes: dict, prefix: str) -> None:
-        out.update(score_boxes(view, with_detector_scores(rows, view.boxes, protocol | changes), (), headline, prefix)[0])
+    def score(view, rows, changes: dict, name: str) -> None:
+        out.update(score_boxes(view, with_detector_scores(rows, view.boxes, protocol | changes), (), headline, name,
+                               prefix + METRIC)[0])
 
     score(test, scores, {"soft_voting": not protocol["soft_voting"]}, "no_soft_voting/" if protocol["soft_voting"] else "soft_voting/")
-    if with_rule is None or test.box_source == "gt":
+    if evaluation.with_rule is None or test.box_source == "gt":
         return out
     flipped = "ignore" if protocol["detector_score"] == "multiply" else "multiply"
     score(test, scores, {"detector_score": flipped}, f"detector_score_{flipped}/")
     for rule in ANALYSED_RULES:
         if rule != protocol["box_rule"]:
-            view = with_rule(rule)
+            view = evaluation.with_rule(rule)
             score(view, method.predict(view), {}, f"rule:{rule}/")
     return out
 

@@ -98,7 +98,8 @@ import yaml
 from benchmark.errors import InputError, read_text
 
 SUITES_DIR = Path(__file__).resolve().parents[1] / "suites"
-SETTINGS = ("75/25", "50/50", "closed", "stclip")  # stclip: ST-CLIP's label splits (task stad; indices 1-4)
+SETTINGS = ("75/25", "50/50", "closed", "stclip", "cross")  # stclip: ST-CLIP's label splits (task stad; indices 1-4);
+# cross: a cross-dataset benchmark's one split (task stad, index 1: every class of one dataset -> those of another)
 TASKS = ("tad", "stad")  # temporal (segments) | spatio-temporal (boxes: benchmark.harness.stad)
 DATA_SOURCES = ("synthetic", "real")
 SPLIT_LISTS = ("generated", "imported")
