@@ -12,8 +12,8 @@ import pytest
 from benchmark import cli
 from benchmark.data.annotations import AnnotationError
 from benchmark.data.box_annotations import (AvaLabelMap, BoxAnnotations, box_dataset_info, detect_box_format,
-                                            load_box_annotations, load_person_boxes, read_ava_csv,
-                                            read_ava_exclusions, read_ava_label_map)
+                                            load_ava, load_box_annotations, load_person_boxes, read_ava_csv,
+                                            read_ava_exclusions, read_ava_label_map, read_ava_person_boxes)
 from benchmark.data.box_writers import (stclip_image_ids, write_act_pkl, write_ava_csv, write_ava_exclusions,
                                         write_ava_label_map, write_person_boxes, write_stclip_json, write_ucf_pyannot)
 from benchmark.data.safe_pickle import load_pickle
@@ -338,6 +338,32 @@ def test_ava_csv_with_the_60_class_map_drops_other_ids(ava_files):
 def test_ava_csv_without_a_map_keeps_action_ids(ava_files):
     ann = load_box_annotations(ava_files / "ava_val_v2.2.csv")
     assert ann.labels == ("1", "2", "3", "64") and ann.gt.label.tolist()[3] == "64"
+
+
+def test_ava_train_and_val_as_one_dataset(ava_files):
+    (ava_files / "ava_train_v2.2.csv").write_text("trainMovie01,0902,0.1,0.1,0.5,0.9,2,0\ntrainMovie01,0903\n")
+    ann = load_ava(ava_files / "ava_train_v2.2.csv", ava_files / "ava_val_v2.2.csv", ava_files / "ava_action_list_v2.2.pbtxt")
+    assert ann.splits == ((("trainMovie01",), ("-5KQ66BBWC4", "1j20qq1JyX4")),)
+    assert len(ann.gt) == 6 and ann.gt.video[0] == "trainMovie01" and len(ann.keyframes) == 6
+    assert ann.resolution["1j20qq1JyX4"] == (1, 1) and ann.video_classes["trainMovie01"] == {"crawl"}
+    (ava_files / "ava_train_v2.2.csv").write_text("1j20qq1JyX4,0902,0.1,0.1,0.5,0.9,2,0\n")
+    with pytest.raises(AnnotationError, match="1 movies are also in"):
+        load_ava(ava_files / "ava_train_v2.2.csv", ava_files / "ava_val_v2.2.csv", ava_files / "ava_action_list_v2.2.pbtxt")
+
+
+def test_ava_person_boxes_in_the_lfb_layout(ava_files):
+    path = ava_files / "ava_val_predicted_boxes.csv"
+    path.write_text("-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,,0.998\n-5KQ66BBWC4,0903,0.1,0.2,0.3,0.4,,0.5\n")
+    boxes = load_person_boxes(path)  # a .csv: the AVA layout, no image index needed
+    assert rows(boxes) == [("-5KQ66BBWC4", 902, 0.077, 0.151, 0.283, 0.811, "person", 0.998),
+                           ("-5KQ66BBWC4", 903, 0.1, 0.2, 0.3, 0.4, "person", 0.5)]
+    path.write_text("-5KQ66BBWC4,0902,0.077,0.151,0.283,0.811,,high\n")
+    with pytest.raises(AnnotationError, match=r"ava_val_predicted_boxes.csv: line 1: .* must be numbers") as e:
+        load_person_boxes(path)
+    assert "\n" not in str(e.value)
+    path.write_text("-5KQ66BBWC4,0902,0.077,0.151,0.283\n")
+    with pytest.raises(AnnotationError, match="line 1: expected 8 columns"):
+        read_ava_person_boxes(path)
 
 
 def test_ava_exclusions(ava_files):

@@ -37,3 +37,15 @@ def test_a_box_that_is_not_a_candidate_is_refused():
     stray = rows([("v", 1, 1, "a", 0.5)])
     with pytest.raises(Exception, match="not one of the test view's candidate boxes"):
         with_detector_scores(stray, CANDIDATES, PROTOCOL)
+
+
+def test_seen_and_unseen_groups_are_the_means_of_their_classes_aps():
+    from benchmark.data.splits import ClassSplit
+    from benchmark.harness.stad import class_groups
+
+    split = ClassSplit("toy", 0.5, 0, ("a", "b"), ("c",), "x", "generated", 0)
+    per_class = {"a": [0.2], "b": [0.6], "c": [0.9]}
+    assert class_groups(per_class, split, "gt_boxes/", "frame_mAP@0.5") == {
+        "gt_boxes/seen/frame_mAP@0.5": pytest.approx(0.4), "gt_boxes/unseen/frame_mAP@0.5": pytest.approx(0.9)}
+    assert class_groups({"c": [0.9]}, split, "", "m") == {}  # one group evaluated: the headline is that group
+    assert class_groups({"a": [0.2], "c": [0.9]}, split, "", "m") == {"seen/m": 0.2, "unseen/m": 0.9}  # b has no GT

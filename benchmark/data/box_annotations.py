@@ -424,14 +424,18 @@ def _read_stclip(raw: dict, path: Path, labels=None) -> BoxAnnotations:
     return BoxAnnotations(str(path), "stclip_json", labels, gt, resolution=resolution, keyframes=keyframes)
 
 
-def load_person_boxes(path: str | Path, images) -> BoxTable:
-    """Person detections: a JSON list of ``{image_id, category_id, bbox x1y1x2y2, score}`` (score a string
+def load_person_boxes(path: str | Path, images=None) -> BoxTable:
+    """Person detections: AVA's CSV layout (a ``.csv``: :func:`read_ava_person_boxes`, ``images`` unused), or a JSON list of ``{image_id, category_id, bbox x1y1x2y2, score}`` (score a string
     in ST-CLIP's file, a number accepted too) -> BoxTable with scores, label ``person``, no person ids.
 
     ``images`` resolves image ids to (video, frame): the ST-CLIP GT JSON of the same frames (a path), or
     a mapping {image_id: (video, frame)}. Not the testlist: the ids are not derivable from it, and it
     lacks 13 of the 9,139 J-HMDB test frames. Every category is kept (the file has only category 0)."""
     path = Path(path)
+    if path.suffix.lower() == ".csv":
+        return read_ava_person_boxes(path)
+    if images is None:
+        raise AnnotationError(f"{path}: person boxes in ST-CLIP's JSON need the GT JSON whose image ids they name")
     if isinstance(images, (str, Path)):
         gt_path = Path(images)
         images = _image_index(_stclip_object(read_json(gt_path), gt_path), gt_path)
@@ -582,6 +586,56 @@ def read_ava_csv(path: str | Path, label_map=None) -> BoxAnnotations:
     ann = BoxAnnotations(str(path), "ava_csv", tuple(labels), gt, keyframes=_keys_table(videos, keys[:, 0], keys[:, 1]),
                          label_types={n: t for n, t in types.items() if n in labels}, notes=dict(notes))
     return _finish(ann, notes)
+
+
+def read_ava_person_boxes(path: str | Path) -> BoxTable:
+    """Person detections in the LFB / SlowFast layout (``ava_val_predicted_boxes.csv``):
+    ``video_id, timestamp, x1, y1, x2, y2, [action id, empty], score``, normalised boxes -> BoxTable with
+    scores, label ``person``. A row with an action id is still one person box (the file repeats nothing)."""
+    path = Path(path)
+    video_codes, vcode, frames, boxes, scores = {}, [], [], [], []
+    for line, row in enumerate(_ava_rows(path), 1):
+        if not row:
+            continue
+        if len(row) != 8:
+            raise AnnotationError(f"{path}: line {line}: expected 8 columns (video, timestamp, x1, y1, x2, y2, "
+                                  f"action, score), got {len(row)}")
+        try:
+            box, score = [float(x) for x in row[2:6]], float(row[7])
+        except ValueError:
+            raise AnnotationError(f"{path}: line {line}: box {row[2:6]} and score {row[7]!r} must be numbers") from None
+        vcode.append(video_codes.setdefault(row[0], len(video_codes)))
+        frames.append(_whole(row[1], path, f"line {line}: timestamp"))
+        boxes.append(box)
+        scores.append(score)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    _check_rows(path, np.asarray(frames, np.float64), boxes, where=lambda i: f"row {i + 1}", frame_min=0)
+    if not np.isfinite(scores).all():
+        raise AnnotationError(f"{path}: row {int(np.flatnonzero(~np.isfinite(scores))[0]) + 1}: score is not finite")
+    return _table(list(video_codes), vcode, frames, boxes, [PERSON], np.zeros(len(vcode), np.int64), score=scores)
+
+
+def load_ava(train_csv: str | Path, val_csv: str | Path, label_map: str | Path) -> BoxAnnotations:
+    """AVA's training and validation CSVs read with one label map (the 80-class map, or the 60 classes of the
+    standard evaluation, whose other rows are dropped) as one dataset whose official split is (train movies,
+    val movies), boxes normalised ((1, 1) resolution)."""
+    train, val = read_ava_csv(train_csv, label_map), read_ava_csv(val_csv, label_map)
+    both = (train, val)
+
+    def joined(tables: list[BoxTable]) -> BoxTable:
+        optional = lambda name: (None if any(getattr(t, name) is None for t in tables)
+                                 else np.concatenate([getattr(t, name) for t in tables]))
+        return BoxTable(np.concatenate([t.video for t in tables]).astype(str), np.concatenate([t.frame for t in tables]),
+                        np.concatenate([t.box for t in tables]), np.concatenate([t.label for t in tables]).astype(str),
+                        optional("score"), optional("person"))
+
+    videos = [tuple(sorted(set(a.keyframes.video.tolist()))) for a in both]
+    if set(videos[0]) & set(videos[1]):
+        raise AnnotationError(f"{val_csv}: {len(set(videos[0]) & set(videos[1]))} movies are also in {train_csv}")
+    return BoxAnnotations(f"{train_csv} + {val_csv}", "ava_csv", train.labels, joined([train.gt, val.gt]),
+                          resolution={v: (1, 1) for v in videos[0] + videos[1]}, splits=(tuple(videos),),
+                          keyframes=joined([train.keyframes, val.keyframes]), label_types=train.label_types,
+                          notes={k: train.notes.get(k, 0) + val.notes.get(k, 0) for k in {**train.notes, **val.notes}})
 
 
 # ---------------------------------------------------------------------------------------------- summary

@@ -36,7 +36,7 @@ from typing import Callable
 
 import numpy as np
 
-from benchmark.data.box_annotations import load_box_annotations, load_person_boxes
+from benchmark.data.box_annotations import load_ava, load_box_annotations, load_person_boxes
 from benchmark.data.box_features import BoxFeatureStore
 from benchmark.data.box_views import box_test_view, box_train_view
 from benchmark.data.splits import ClassSplit, cross_dataset_split, generate_splits, import_stclip_lists
@@ -60,6 +60,20 @@ STAD_DATASETS = {
                   "files": {"annotations": "pyannot_with_class_names.pkl", "person_boxes": "ucf24_person_boxes.json",
                             "images": "ucf24_test_gt_min.json"}},
 }
+# AVA (keyframes at 1 Hz, multi-label, boxes normalised): the official split is (train movies, val movies).
+# ``ava``: the 80-class label map (ST-CLIP's ZS-AVA: 3 splits of 18 / 12 / 6 unseen classes, many outside the
+# standard 60); ``ava60``: the standard 60 evaluated classes (OV-STAD's OV-AVA: 45 base / 15 novel).
+_AVA_FILES = {"train_csv": "ava_train_v2.2.csv", "val_csv": "ava_val_v2.2.csv",
+              "person_boxes": "ava_val_predicted_boxes.csv"}
+STAD_DATASETS |= {
+    "ava": {"name": "AVA", "official_split": 1, "unseen": (18, 12, 6), "presets": ("ava_official", "ava_alphaction"),
+            "synthetic": "ava", "label_map": "label_map",
+            "files": {**_AVA_FILES, "label_map": "ava_action_list_v2.2.pbtxt"}},
+    "ava60": {"name": "AVA (60 classes)", "official_split": 1, "presets": ("ava_official", "ava_alphaction"),
+              "synthetic": "ava", "label_map": "label_map_60",
+              "files": {**_AVA_FILES, "label_map": "ava_action_list_v2.2_for_activitynet_2019.pbtxt"}},
+}
+
 # Cross-dataset benchmarks (OV-STAD's UCF-JHMDB): train on every class of the base dataset's official training
 # split, test the novel dataset's classes on its official test split (the headline) and the base classes on the
 # base dataset's test split (``base/`` metrics). The synthetic pair is the ``<synthetic>_<profile>`` profiles
@@ -116,38 +130,54 @@ def _facts(dataset: str, data: dict) -> dict:
 
         options = {"profile": info["synthetic"], **(data.get("synthetic") or {})}
         manifest = load_manifest(ensure_synthetic_stad(CACHE / "synthetic_stad", **options))
+        files = manifest["annotations"]
+        annotations = ({"train": files["train_csv"], "val": files["val_csv"], "label_map": files[info["label_map"]]}
+                       if "label_map" in info else files["act_pkl"])
         return {"source": "synthetic", "task": "stad", "dataset": dataset, "name": f"synthetic {info['name']}",
-                "annotations": manifest["annotations"]["act_pkl"], "person_boxes": manifest["person_boxes"],
-                "images": manifest["annotations"]["gt_json"], "features": manifest["features"],
+                "annotations": annotations, "person_boxes": manifest["person_boxes"],
+                "images": files.get("gt_json"), "features": manifest["features"],
                 "text_encoder": manifest["text_encoder"], "captions": manifest.get("captions")}
     real = data.get("real") or {}
     root = Path(real["root"]) if real.get("root") else None
     facts = {"source": "real", "task": "stad", "dataset": dataset, "name": info["name"], "captions": real.get("captions"),
              "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
+
+    def path_of(key: str) -> str | None:
+        path = real.get(key) or (root / info["files"][key] if root and key in info["files"] else None)
+        return str(path) if path else None
+
     for key in ("annotations", "person_boxes", "images"):
-        path = real.get(key) or (root / info["files"][key] if root else None)
-        facts[key] = str(path) if path else None
+        facts[key] = path_of(key)
+    needed = ["features"]
+    if "label_map" in info:  # AVA: two CSVs and a label map
+        facts["annotations"] = {"train": path_of("train_csv"), "val": path_of("val_csv"), "label_map": path_of("label_map")}
+        needed += [("annotations", part) for part in facts["annotations"]]
+    else:
+        needed.append("annotations")
     facts["features"] = str(real.get("features") or (root / "features" if root else ""))
-    for key in ("annotations", "features"):
-        if not facts[key] or not Path(facts[key]).exists():
-            raise InputError(f"real data ({info['name']}): {key} not found at {facts[key] or '(none given)'} "
+    for key in needed:
+        path = facts[key[0]][key[1]] if isinstance(key, tuple) else facts[key]
+        if not path or not Path(path).exists():
+            name = key[1] if isinstance(key, tuple) else key
+            raise InputError(f"real data ({info['name']}): {name} not found at {path or '(none given)'} "
                              f"(see README, spatio-temporal track)")
     return facts
 
 
 @lru_cache(maxsize=2)
-def _annotations(path: str):
-    return load_box_annotations(path)
+def _annotations(source: str | tuple):
+    return load_ava(*source) if isinstance(source, tuple) else load_box_annotations(source)
 
 
 @lru_cache(maxsize=2)
-def _person_boxes(path: str, images: str):
+def _person_boxes(path: str, images: str | None):
     return load_person_boxes(path, images)
 
 
 def open_data(facts: dict):
     """(annotations, detector person boxes or None, feature store)."""
-    ann = _annotations(facts["annotations"])
+    source = facts["annotations"]
+    ann = _annotations((source["train"], source["val"], source["label_map"]) if isinstance(source, dict) else source)
     boxes = None
     if facts.get("person_boxes") and Path(facts["person_boxes"]).exists():
         boxes = _person_boxes(facts["person_boxes"], facts["images"])
@@ -158,7 +188,7 @@ def open_data(facts: dict):
 def _as_annotation_videos(boxes: BoxTable, ann) -> BoxTable:
     """Person-box files name videos as ST-CLIP's JSON does (the bare movie); the ACT layout keys them
     ``class/video``: map the bare names onto the annotations' ids."""
-    known = set(ann.nframes)
+    known = set(ann.videos) | (set(ann.keyframes.video.tolist()) if ann.keyframes is not None else set())
     names = np.unique(boxes.video)
     if all(n in known for n in names):
         return boxes
@@ -182,7 +212,11 @@ def class_split(ann, spec: dict, facts: dict) -> ClassSplit:
             raise InputError(f"{split['lists_dir']}: no label_split_{index}")
         return found[0]
     if setting == "stclip":
-        ratio = 1 - info["unseen"] / len(ann.labels)
+        counts = info["unseen"] if isinstance(info["unseen"], tuple) else (info["unseen"],) * max(index, 1)
+        if not 1 <= index <= len(counts):
+            raise InputError(f"{info['name']}: ST-CLIP's splits are 1..{len(counts)}, not {index}")
+        unseen = counts[index - 1]  # AVA: 18, 12 and 6 unseen classes in splits 1, 2, 3
+        ratio = 1 - unseen / len(ann.labels)
         made = generate_splits(info["name"], ann.labels, ratio, n=index, seed=split["seed"])[index - 1]
         return replace(made, index=index, family="stclip")
     ratio = {"75/25": 0.75, "50/50": 0.5}.get(setting)
@@ -349,11 +383,12 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         final = with_detector_scores(rows, e.test.boxes, protocol)
         metric = e.prefix + METRIC
         found, classes = score_boxes(e.test, final, presets, protocol["evaluator"], metric=metric)
-        metrics |= found
+        metrics |= found | class_groups(classes, split, "", metric)
         per_class = per_class or classes  # the headline's
         oracle = rows if e.test is e.gt_view else method.predict(e.gt_view)
         oracle = with_detector_scores(oracle, e.gt_view.boxes, protocol)
-        metrics |= score_boxes(e.gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/", metric)[0]
+        found, classes = score_boxes(e.gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/", metric)
+        metrics |= found | class_groups(classes, split, "gt_boxes/", metric)
         metrics |= shortcut_analyses(method, rows, e, protocol)
         predictions |= _as_results(final)
     timings["eval"] = time.perf_counter() - start
@@ -370,6 +405,17 @@ def run_job(spec: dict, job_dir: Path) -> dict:
                   "test_frames": int(len(test.keys)), "candidate_boxes": int(len(test.boxes)),
                   "config": config_dict(config), "compute": ledger.record()},
     }
+
+
+def class_groups(per_class: dict, split: ClassSplit, prefix: str, metric: str) -> dict[str, float]:
+    """When seen and unseen classes are both evaluated (OV-STAD's base / novel / all): the mean AP of each
+    group, ``<prefix>seen/<metric>`` and ``<prefix>unseen/<metric>``, from the one evaluation of every class."""
+    out = {}
+    for group, names in (("seen", split.seen), ("unseen", split.unseen)):
+        aps = [per_class[name][0] for name in names if name in per_class]
+        if aps and len(aps) < len(per_class):
+            out[f"{prefix}{group}/{metric}"] = float(np.mean(aps))
+    return out
 
 
 ANALYSED_RULES = ("top3", "s_minus_t:0.001", "score>0.3")  # ST-CLIP's code, its paper, OV-STAD
