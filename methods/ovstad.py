@@ -274,10 +274,11 @@ class OvStad(Method):
         if cfg.vrt != "none" and not train_view.captions:
             raise ConfigError("ovstad: vrt alignment needs a region-caption corpus, but the training view has none "
                               "(train_view.captions is None); use vrt: none")
+        # the text first: building the text tower (cold cache) draws torch's global RNG, which seeds the head
+        text = torch.from_numpy(class_text(self.context, train_view.classes, cfg.names, cfg.template))
         generator = seed_everything(self.context.seed)
         boxes, target = training_boxes(train_view.gt, train_view.classes)
         region, global_ = box_features(train_view, boxes)
-        text = torch.from_numpy(class_text(self.context, train_view.classes, cfg.names, cfg.template))
         self.check_features(cfg, region.shape[1], text.shape[1])
         dim = region.shape[1]
         self.head = OvStadHead(dim, cfg.adapter_hidden or dim, cfg.scale_init, cfg.bias_init)

@@ -101,8 +101,9 @@ stops it, at 122 steps, 7 s, before a plateau) and lr 0.05, kept from the former
 warm-up 80 x 0.25), where it replaced the paper's 2.5e-4 because 300 SGD steps at 2.5e-4 barely moved the
 trainable parts: on the jhmdb_smoke benchmark (generated 15/6 split 0, official split 1, seed 0; synthetic)
 unseen-class frame-mAP with GT / top-3 detected boxes was 70.2 / 30.6 after 1 step, 73.1 / 32.4 after 300 steps
-at 2.5e-4 and 76.5 / 34.5 after 300 steps at 0.05 (4 test videos: noisy). About 0.05 s a step on one thread
-(0.1 on a busy 2-core box); training and the held-out evaluations run on one thread (:func:`methods.modules.training.one_thread`).
+at 2.5e-4 and 76.5 / 34.5 after 300 steps at 0.05 (4 test videos: noisy). About 0.04 s a step on one thread
+(``python -m benchmark.perf.bench_stclip``; more on a busy 2-core box); training and the held-out evaluations run on one
+thread (:func:`methods.modules.training.one_thread`).
 """
 from __future__ import annotations
 
@@ -288,30 +289,108 @@ def gather(data: FrameSet, frames: np.ndarray, person_lists: list[np.ndarray]) -
 # ---------------------------------------------------------------------------------------------
 # Modules
 # ---------------------------------------------------------------------------------------------
+# Speed (one CPU thread, tensors of ~20 tokens of width 64): the forward below computes what the module doc
+# says with less work than its literal form. The stand-in's frozen maps that are s I or 0 are applied as
+# scalars (:class:`FrozenLinear`; in a block's attention they fold into the logits and the output, and with
+# lora_rank 0 the FFN, exactly 0, is skipped); a LoRA update is merged into its frozen weight; the temporal
+# MHSA's last layer works on the time mean it is read through; the text queries of the frozen class
+# embeddings are projected once, not once a frame; interest-token prompting runs on the real persons only;
+# no key mask is applied when no key is padded. Each is an identity of the math: results differ by float
+# round-off only (tests/test_stad_methods_stclip.py keeps the literal form as a reference and compares
+# logits and gradients on every Table 4 code path). ``benchmark/perf/bench_stclip.py`` times a step.
+
+def quick_gelu(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.sigmoid(1.702 * x)
+
 
 class QuickGELU(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(1.702 * x)
+        return quick_gelu(x)
 
 
 def ffn(dim: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(dim, hidden), QuickGELU(), nn.Linear(hidden, out))
 
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, key_mask: torch.Tensor | None = None):
-    """Multi-head scaled dot-product attention on already projected [B, Lq, D] / [B, Lk, D] tensors.
-    ``key_mask`` [B, Lk]: True = a real key. Returns the output [B, Lq, D] and the head-averaged map [B, Lq, Lk]."""
-    b, lq, d = q.shape
-    split = lambda x: x.reshape(b, x.shape[1], heads, d // heads).transpose(1, 2)
-    logits = split(q) @ split(k).transpose(-1, -2) / math.sqrt(d // heads)
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B, L, D] -> [B * heads, L, D / heads] (x itself when heads = 1)."""
+    if heads == 1:
+        return x
+    b, n, d = x.shape
+    return x.reshape(b, n, heads, d // heads).transpose(1, 2).reshape(b * heads, n, d // heads)
+
+
+def merge_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """[B * heads, L, D / heads] -> [B, L, D], the inverse of :func:`split_heads`."""
+    if heads == 1:
+        return x
+    bh, n, dh = x.shape
+    return x.reshape(bh // heads, heads, n, dh).transpose(1, 2).reshape(bh // heads, n, heads * dh)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, key_mask: torch.Tensor | None = None,
+              need_map: bool = False, logit_scale: float = 1.0, out_scale: float = 1.0):
+    """Multi-head scaled dot-product attention on already projected [B, Lq, D] / [B, Lk, D] tensors (q may be
+    [Lq, D], the same queries for every batch row). ``key_mask`` [B, Lk]: True = a real key (None: all are).
+    ``logit_scale`` / ``out_scale``: the attention of (a q, b k, c v) is that of (q, k, v) with the logits
+    times a b and the output times c (the stand-in's scalar projections). Returns the output [B, Lq, D] and,
+    if ``need_map``, the head-averaged map [B, Lq, Lk] (else None)."""
+    b = k.shape[0]
+    if q.dim() == 2:
+        q = q.expand(b, *q.shape)
+    scale = logit_scale / math.sqrt(q.shape[-1] // heads)
+    logits = torch.bmm(split_heads(q, heads), split_heads(k, heads).transpose(1, 2)) * scale
     if key_mask is not None:
-        logits = logits.masked_fill(~key_mask[:, None, None, :], float("-inf"))
-    weights = logits.softmax(dim=-1)
-    return (weights @ split(v)).transpose(1, 2).reshape(b, lq, d), weights.mean(dim=1)
+        logits = logits.masked_fill(~key_mask.repeat_interleave(heads, dim=0)[:, None, :], float("-inf"))
+    weights = logits.softmax(dim=-1)  # [B * heads, Lq, Lk]
+    out = merge_heads(torch.bmm(weights, split_heads(v, heads)), heads)
+    if out_scale != 1.0:
+        out = out * out_scale
+    if not need_map:
+        return out, None
+    return out, weights if heads == 1 else weights.reshape(b, heads, *weights.shape[1:]).mean(dim=1)
+
+
+class FrozenLinear(nn.Linear):
+    """A Linear that is not trained. The stand-in's frozen maps are trivial (module doc: W_q = W_k = c I,
+    W_v = I / L, W_o = I, c_proj = 0, biases 0), and x W^T + 0 with W = s I is exactly s x (with W = 0,
+    exactly 0): such a map is applied as that scalar, without a matmul (nor a matmul in the backward pass).
+    Any other weight, or one that requires grad, goes through the Linear. The form is read again when a weight
+    is replaced or modified in place (its version counter; like autograd's own checks, a write through
+    ``.data`` is not seen)."""
+
+    def form(self) -> float | None:
+        """s when this map is x -> s x (W = s I) or s = 0.0 when it is x -> 0 (W = 0, any shape); else None."""
+        w, b = self.weight, self.bias
+        key = tuple((t.data_ptr(), t._version, t.requires_grad) for t in (w, b) if t is not None)
+        if getattr(self, "_form_key", None) != key:
+            self._form_key, self._form = key, self._read_form()
+        return self._form
+
+    @torch.no_grad()
+    def _read_form(self) -> float | None:
+        w, b = self.weight, self.bias
+        if w.requires_grad or (b is not None and (b.requires_grad or bool(b.any()))):
+            return None
+        if not w.any():
+            return 0.0
+        if w.shape[0] == w.shape[1] and torch.equal(w, w[0, 0] * torch.eye(len(w), dtype=w.dtype, device=w.device)):
+            return float(w[0, 0])
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.form()
+        if s is None:
+            return super().forward(x)
+        if s == 0.0:
+            return x.new_zeros(*x.shape[:-1], self.out_features)
+        return x if s == 1.0 else x * s
 
 
 class LoRALinear(nn.Module):
-    """A frozen Linear plus a trainable low-rank update (loralib's ``lora.Linear``: B A x · 1/r, B = 0 at start)."""
+    """A frozen Linear plus a trainable low-rank update (loralib's ``lora.Linear``: B A x · 1/r, B = 0 at start).
+    Computed as one Linear with the merged weight W + B A / r (one matmul instead of three), or as the update
+    alone when the frozen map is zero (c_proj)."""
 
     def __init__(self, base: nn.Linear, rank: int):
         super().__init__()
@@ -322,9 +401,16 @@ class LoRALinear(nn.Module):
             nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
             self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank))
 
+    def is_zero(self) -> bool:
+        """The whole map is x -> 0: no update and a frozen zero base."""
+        return not self.rank and isinstance(self.base, FrozenLinear) and self.base.form() == 0.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.base(x)
-        return y + (x @ self.lora_A.T @ self.lora_B.T) / self.rank if self.rank else y
+        if not self.rank:
+            return self.base(x)
+        if isinstance(self.base, FrozenLinear) and self.base.form() == 0.0:
+            return (x @ self.lora_A.T @ self.lora_B.T) / self.rank
+        return F.linear(x, self.base.weight + self.lora_B @ self.lora_A / self.rank, self.base.bias)
 
 
 class FrozenBlock(nn.Module):
@@ -335,27 +421,40 @@ class FrozenBlock(nn.Module):
         self.heads = heads
         self.ln_1, self.ln_2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         c = math.sqrt(similarity_logit / math.sqrt(dim // heads))  # logit(i, i) = c^2 |LN x_i|^2 / sqrt(d_head)
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.q, self.k, self.v, self.o = (FrozenLinear(dim, dim) for _ in range(4))
         self.requires_grad_(False)
         for proj, scale in ((self.q, c), (self.k, c), (self.v, 1.0 / layers), (self.o, 1.0)):
             proj.weight.copy_(torch.eye(dim) * scale)
             proj.bias.zero_()
-        c_proj = nn.Linear(4 * dim, dim).requires_grad_(False)
+        c_proj = FrozenLinear(4 * dim, dim).requires_grad_(False)
         c_proj.weight.zero_()
         c_proj.bias.zero_()
-        self.c_fc, self.c_proj = LoRALinear(nn.Linear(dim, 4 * dim), lora_rank), LoRALinear(c_proj, lora_rank)
+        self.c_fc, self.c_proj = LoRALinear(FrozenLinear(dim, 4 * dim), lora_rank), LoRALinear(c_proj, lora_rank)
         self.c_fc.base.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None):
-        """x [B, C, D] -> (x', head-averaged attention map of the input [B, C, C])."""
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, need_map: bool = False):
+        """x [B, C, D] -> (x', head-averaged attention map of the input [B, C, C] if ``need_map``, else None)."""
         h = self.ln_1(x)
-        out, attn = attention(self.q(h), self.k(h), self.v(h), self.heads, key_mask)
-        x = x + self.o(out)
-        return x + self.c_proj(QuickGELU()(self.c_fc(self.ln_2(x)))), attn
+        scales = [proj.form() for proj in (self.q, self.k, self.v, self.o)]
+        if None in scales:
+            out, attn = attention(self.q(h), self.k(h), self.v(h), self.heads, key_mask, need_map)
+            x = x + self.o(out)
+        else:  # q, k, v, o are s I (the frozen stand-in): attention on h itself, the scalars folded in
+            sq, sk, sv, so = scales
+            out, attn = attention(h, h, h, self.heads, key_mask, need_map, logit_scale=sq * sk, out_scale=sv * so)
+            x = x + out
+        if self.c_proj.is_zero():  # lora_rank 0: the FFN adds exactly 0
+            return x, attn
+        return x + self.c_proj(quick_gelu(self.c_fc(self.ln_2(x)))), attn
 
 
 class TemporalModel(nn.Module):
-    """Eq. 2: per grid cell, Z + e_temp -> (Z + MHSA(LN Z)) x layers, no FFN -> mean over time."""
+    """Eq. 2: per grid cell, Z + e_temp -> (Z + MHSA(LN Z)) x layers, no FFN -> mean over time.
+
+    The MHSA layers are ``nn.MultiheadAttention`` (their parameters and init), applied here as the same math
+    (x W_in^T + b_in -> q, k, v per head; softmax(q k^T / sqrt(d_head)) v; out_proj). The last layer is read
+    through the mean over time only: mean_t(z_t + W a_t + c) = mean_t(z_t) + W mean_t(a_t) + c, and
+    mean_t(a_t) = (mean_t P_t) V, so its value product and out-projection run on one row per cell, not T."""
 
     def __init__(self, dim: int, frames: int, heads: int, layers: int):
         super().__init__()
@@ -368,9 +467,16 @@ class TemporalModel(nn.Module):
         """z [B, T, N, D] -> [B, N, D]."""
         b, t, n, d = z.shape
         z = (z + self.embedding.weight[:t, None, :]).transpose(1, 2).reshape(b * n, t, d)
-        for norm, attn in zip(self.norms, self.attn):
-            h = norm(z)
-            z = z + attn(h, h, h, need_weights=False)[0]
+        for i, (norm, mhsa) in enumerate(zip(self.norms, self.attn)):
+            heads = mhsa.num_heads
+            qkv = F.linear(norm(z), mhsa.in_proj_weight, mhsa.in_proj_bias)
+            q, k, v = (split_heads(x, heads) for x in qkv.chunk(3, dim=-1))
+            weights = (torch.bmm(q, k.transpose(1, 2)) / math.sqrt(d // heads)).softmax(dim=-1)  # [B N heads, T, T]
+            if i < len(self.attn) - 1:
+                z = z + mhsa.out_proj(merge_heads(torch.bmm(weights, v), heads))
+            else:
+                mean = merge_heads(torch.bmm(weights.mean(dim=1, keepdim=True), v), heads)  # mean_t(a_t) [B N, 1, D]
+                return (z.mean(dim=1) + mhsa.out_proj(mean[:, 0])).reshape(b, n, d)
         return z.mean(dim=1).reshape(b, n, d)
 
 
@@ -391,11 +497,21 @@ class ContextPrompt(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def forward(self, text: torch.Tensor, visual: torch.Tensor, key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """text [B, K, E], visual [B, M, E] -> the updated text [B, K, E]."""
+    def forward(self, text: torch.Tensor, visual: torch.Tensor, key_mask: torch.Tensor | None = None,
+                select: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """text [K, E] (the same for every row: its queries are projected once) or [B', K, E]; visual [B, M, E]
+        -> the updated text [B', K, E]. Row i of the text reads visual row i (B' = B), or with ``select`` =
+        (rows [B'], tokens [B', k]) the k tokens ``tokens[i]`` of visual row ``rows[i]`` (interest tokens). LN
+        and the k / v projections act token by token, so they run on whichever is fewer, the chosen tokens or
+        all of them."""
+        if select is not None and select[1].numel() <= visual.shape[0] * visual.shape[1]:
+            visual, select = visual[select[0][:, None], select[1]], None
         visual = self.norm(visual)
-        h = self.norm1(text)
-        out, _ = attention(self.q(h), self.k(visual), self.v(visual), self.heads, key_mask)
+        keys, values = self.k(visual), self.v(visual)
+        if select is not None:
+            rows, tokens = select[0][:, None], select[1]
+            keys, values = keys[rows, tokens], values[rows, tokens]
+        out, _ = attention(self.q(self.norm1(text)), keys, values, self.heads, key_mask)
         bar = text + self.proj(out)
         hat = bar + self.mlp(self.norm3(bar))
         return text + self.rho * hat
@@ -431,59 +547,74 @@ class STClipNet(nn.Module):
             return window.mean(dim=1)
         return self.temporal(window)
 
-    def person_tokens(self, pooled: torch.Tensor, weights: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
-        """pooled [B, P, D], weights [B, P, N], current [B, N, D] -> person tokens [B, P, D] (Table 4e)."""
+    def person_tokens(self, pooled: torch.Tensor, weights: torch.Tensor, current: torch.Tensor,
+                      real: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """pooled [B, P, D], weights [B, P, N], current [B, N, D], ``real`` = (frame, slot) of the real persons
+        -> person tokens [B, P, D] (Table 4e; with ``encoder``, a padded slot's token is 0: it is never read)."""
         kind = self.cfg.person_token
         if kind == "patch":
             return pooled
-        if kind == "encoder":  # the stand-in encoder on the crop: [P; the cells the box covers]
-            b, p, n = weights.shape
-            x = torch.cat([pooled.reshape(b * p, 1, -1), current[:, None].expand(b, p, n, -1).reshape(b * p, n, -1)], 1)
-            keep = torch.cat([torch.ones(b * p, 1, dtype=torch.bool), weights.reshape(b * p, n) > 0], 1)
+        if kind == "encoder":  # the stand-in encoder on the crop: [P; the cells the box covers], real persons only
+            frame, slot = real
+            x = torch.cat([pooled[frame, slot][:, None], current[frame]], 1)
+            covered = weights[frame, slot] > 0
+            keep = torch.cat([torch.ones(len(frame), 1, dtype=torch.bool, device=x.device), covered], 1)
             for block in self.blocks:
                 x, _ = block(x, keep)
-            return x[:, 0].reshape(b, p, -1)
+            return pooled.new_zeros(pooled.shape).index_put(real, x[:, 0])
         return pooled + self.adapter(pooled)  # Eq. 3
 
     def forward(self, batch: dict, text: torch.Tensor) -> torch.Tensor:
-        """batch (:func:`gather`), text [K, E] -> logits [B, P, K] (cos / temperature)."""
+        """batch (:func:`gather`), text [K, E] -> logits [B, P, K] (cos / temperature; a padded person's row is
+        not specified)."""
         cfg, s = self.cfg, self.token_scale
         current, window, mask = batch["current"] / s, batch["context"] / s, batch["mask"]
         b, p = mask.shape
+        real = mask.nonzero(as_tuple=True)  # (frame, slot) of every real person, frame by frame
         pooled = batch["weights"] @ current  # RoI pooling: [B, P, N] x [B, N, D]
-        person = self.person_tokens(pooled, batch["weights"], current)
+        person = self.person_tokens(pooled, batch["weights"], current, real)
         context = self.context_tokens(window, current)
         cls = batch["global"][:, None] / s
+        keep = None  # no padded person: every key is real, and the mask would change nothing
         if cfg.interaction:
             x = torch.cat([cls, person, context], dim=1)
-            keep = torch.cat([torch.ones(b, 1, dtype=torch.bool), mask, torch.ones(b, context.shape[1], dtype=torch.bool)], 1)
+            if not bool(mask.all()):
+                ones = lambda n: torch.ones(b, n, dtype=torch.bool, device=mask.device)
+                keep = torch.cat([ones(1), mask, ones(context.shape[1])], 1)
         else:
-            x, keep = torch.cat([cls, context], dim=1), None
-        feats = text[None, None].expand(b, 1, -1, -1)  # F_T [B, 1 or P, K, E]
+            x = torch.cat([cls, context], dim=1)
+        per_person = cfg.interest_tokens is not None
+        feats = text  # F_T: [K, E] until the first prompt, then [B, K, E] (a frame's) or [M, K, E] (a real person's)
         for i, block in enumerate(self.blocks):
-            x, attn = block(x, keep)
+            x, attn = block(x, keep, need_map=per_person and i in self.prompted)
             if i in self.prompted:
-                feats = self.prompt(i, x, attn, keep, feats, p)
+                feats = self.prompt(i, x, attn, keep, feats, p, real)
         out = x[:, 1:1 + p] if cfg.interaction else person
         y = F.normalize(out, dim=-1)
         if cfg.add_global:
             y = y + F.normalize(batch["global"], dim=-1)[:, None]
-        return torch.einsum("bpe,bpke->bpk", F.normalize(y, dim=-1),
-                            F.normalize(feats, dim=-1).expand(b, p, -1, -1)) / cfg.temperature
+        y, feats = F.normalize(y, dim=-1), F.normalize(feats, dim=-1)
+        if feats.dim() == 2:  # no prompting: the class embeddings themselves
+            logits = y @ feats.T
+        elif not per_person:
+            logits = torch.bmm(y, feats.transpose(1, 2))
+        else:  # one text set per real person
+            logits = y.new_zeros(b, p, feats.shape[1]).index_put(real, torch.bmm(feats, y[real][:, :, None])[..., 0])
+        return logits / cfg.temperature
 
-    def prompt(self, i: int, x: torch.Tensor, attn: torch.Tensor, keep, feats: torch.Tensor, persons: int) -> torch.Tensor:
-        """Context Prompting after block i: all tokens (shared by a frame's persons), or each person's K interest
-        tokens (§3.4: person b's row of the head-averaged map, top K of all tokens; K from the context count)."""
+    def prompt(self, i: int, x: torch.Tensor, attn: torch.Tensor | None, keep, feats: torch.Tensor, persons: int,
+               real: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Context Prompting after block i: all tokens (shared by a frame's persons), or each real person's K
+        interest tokens (§3.4: person b's row of the head-averaged map, top K of all tokens; K from the context
+        count)."""
         visual = self.projector[str(i)](x)  # [B, C, E]
-        b, c, e = visual.shape
         layer = self.prompts[str(i)]
         if self.cfg.interest_tokens is None:
-            return layer(feats[:, 0], visual, keep)[:, None]
-        k = max(1, round(self.cfg.interest_tokens * (c - 1 - persons)))
-        top = attn[:, 1:1 + persons].topk(k, dim=-1).indices  # [B, P, K]; padded tokens have weight 0, rank last
-        chosen = torch.gather(visual[:, None].expand(b, persons, c, e), 2, top[..., None].expand(b, persons, k, e))
-        text = feats.expand(b, persons, -1, -1).reshape(b * persons, -1, e)
-        return layer(text, chosen.reshape(b * persons, k, e)).reshape(b, persons, -1, e)
+            return layer(feats, visual, keep)
+        k = max(1, round(self.cfg.interest_tokens * (visual.shape[1] - 1 - persons)))
+        frame, slot = real
+        top = attn[frame, 1 + slot].topk(k, dim=-1).indices  # [M, K]; padded tokens have weight 0, rank last
+        return layer(feats, visual, select=(frame, top))
 
 
 def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -493,6 +624,16 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, 
     per_class = -((1 - logp.exp()) ** gamma) * logp * targets
     per_person = per_class.sum(-1) / targets.sum(-1).clamp(min=1)
     return per_person[mask].sum() / mask.sum().clamp(min=1)
+
+
+def sgd(params: list, cfg: Config) -> torch.optim.SGD:
+    """The code's SGD; fused (the same update in one kernel a tensor) where this torch has it for the device:
+    the per-tensor loop over ~100 small tensors cost ~3 ms a step on one thread."""
+    kwargs = {"lr": cfg.lr, "momentum": cfg.momentum, "weight_decay": cfg.weight_decay}
+    try:
+        return torch.optim.SGD(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError):  # a torch without fused SGD (for this device)
+        return torch.optim.SGD(params, **kwargs)
 
 
 def warmup_factor(step: int, cfg: Config) -> float:
@@ -541,14 +682,14 @@ class STClip(Method):
         cfg, device = self.config, device_of(self.context)
         if train_view.features is None or not len(train_view.gt):
             raise ConfigError("stclip: the training view needs GT boxes and box features")
+        text = self.class_text(train_view.classes)  # first: building the text tower (cold cache) draws torch's global RNG
         generator = seed_everything(self.context.seed)
         data = frame_set(train_view.gt, train_view.features, train_view.resolution, cfg.window, train_view.classes)
-        text = self.class_text(train_view.classes)
         self.check_features(cfg, data.tokens.shape[-1], text.shape[-1])
         token_scale = data.tokens.pow(2).mean().sqrt().item()  # RMS of the training grid tokens (the stand-in's ln_pre)
         self.model = model = STClipNet(cfg, data.tokens.shape[-1], text.shape[-1], token_scale).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
-        optimiser = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        optimiser = sgd(params, cfg)
         # held out by video: a frame's video is that of its first person
         fitted, held = convergence.holdout_split(len(train_view.videos), cfg.convergence, self.context.seed)
         self.heldout_videos = tuple(train_view.videos[i] for i in held)
