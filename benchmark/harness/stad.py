@@ -7,13 +7,19 @@ scores per box) -> the protocol's post-processing (× detector score, soft votin
 every preset of the dataset's family, and the same classifier on the ground-truth person boxes (the
 papers' ``avg*`` oracle rows, ``gt_boxes/``), without training again.
 
+Datasets (:data:`STAD_DATASETS`): ``jhmdb`` and ``ucf101_24`` (ST-CLIP's ZS-JHMDB / ZS-UCF), ``ava`` (80 classes,
+ZS-AVA) and ``ava60`` (the 60 evaluated classes, OV-AVA), each on its official split 1 (AVA: train / val
+movies); and the cross-dataset ``ucf_jhmdb`` (OV-STAD: train on every UCF101-24 class, test JHMDB-21's classes,
+setting ``cross``), whose jobs have two test sets, each scored over its own dataset's classes.
+
 Protocol switches (``protocol:`` of a suite; the clean setting is the default, each published shortcut
 a named value; STAD.md §3.2):
 - ``test_boxes``: ``detector`` (the person-box file, kept by ``box_rule``) | ``gt`` (oracle boxes);
 - ``box_rule``: a rule of :func:`benchmark.data.box_views.filter_person_boxes` (``top3``: ST-CLIP's code;
   ``s_minus_t:0.001``: its paper on J-HMDB; ``score>0.3``: OV-STAD);
 - ``detector_score``: ``multiply`` (ST-CLIP's code: class score × detector score) | ``ignore``;
-- ``label_space``: ``unseen`` | ``all``; ``evaluated``: ``unseen`` | ``seen`` | ``all``;
+- ``label_space``: ``unseen`` | ``all``; ``evaluated``: ``unseen`` | ``seen`` | ``all`` (fixed on a cross-dataset
+  benchmark);
 - ``test_videos``: ``unseen_only`` (ST-CLIP: test videos of unseen classes) | ``all``;
 - ``unseen_in_training``: ``drop_videos`` | ``drop_labels``;
 - ``soft_voting``: false | true (the single-action prior: every box of a video takes the video's mean
@@ -22,7 +28,9 @@ a named value; STAD.md §3.2):
   are recorded too, under ``<preset>/``.
 
 Metrics: ``frame_mAP@0.5`` (the headline preset), ``<preset>/frame_mAP@0.5`` for the others, the same under
-``gt_boxes/`` for the oracle boxes; per-class AP of the headline. The shortcuts that only post-process or
+``gt_boxes/`` for the oracle boxes; per-class AP of the headline. A cross-dataset job scores its base test set
+as ``base/frame_mAP@0.5`` (``gt_boxes/base/...``, ``rule:top3/base/...``); with ``evaluated: all`` the seen and
+unseen classes' means are ``seen/`` and ``unseen/`` (:func:`class_groups`; OV-AVA's base and novel). The shortcuts that only post-process or
 re-predict (soft voting, the detector score, the box rule) are also recorded for every job as analyses of
 the same trained model (:func:`shortcut_analyses`), so an audit row reads them without training again.
 """
