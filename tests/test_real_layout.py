@@ -51,8 +51,10 @@ def run_all(root, clip, tmp_path, *extra, suite="zs_activitynet", data=None):
 
 
 def test_smoke_suite_on_the_real_layout(real_layout, tmp_path):
+    """Every method of Table 1 (default variants) on one 75/25 split of the real layout; the ablation variants
+    run the same code on other configs and are covered on the embedded benchmark (all 19 jobs took 450 s in CI)."""
     root, clip = real_layout
-    done = run_all(root, clip, tmp_path, "--only", "*/75/25/*")
+    done = run_all(root, clip, tmp_path, "--only", "/default/75/25/")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "zs_activitynet").glob("*/record.json")]
     assert records and all(r["status"] == "ok" for r in records)
