@@ -113,13 +113,13 @@ def data_facts(suite) -> dict:
         raise InputError(f"{suite.path}: dataset {suite.dataset!r} is not a box-level dataset ({', '.join(STAD_DATASETS)})")
     info, data = STAD_DATASETS[suite.dataset], suite.data
     if "pair" not in info:
-        return _facts(suite.dataset, data)
+        return dataset_facts(suite.dataset, data)
     real, synthetic = data.get("real") or {}, data.get("synthetic") or {}
     sides = {}
     for role, key in zip(("base", "novel"), info["pair"]):
         side_real = real.get(role) or ({"root": str(Path(real["root"]) / key)} if real.get("root") else {})
         profile = f"{STAD_DATASETS[key]['synthetic']}_{synthetic.get('profile', 'pair')}"
-        sides[role] = _facts(key, {"source": data["source"], "synthetic": {**synthetic, "profile": profile},
+        sides[role] = dataset_facts(key, {"source": data["source"], "synthetic": {**synthetic, "profile": profile},
                                    "real": side_real})
     name = f"{'synthetic ' if data['source'] == 'synthetic' else ''}{info['name']}"
     return {"source": data["source"], "task": "stad", "dataset": suite.dataset, "name": name,
@@ -131,7 +131,8 @@ def sides(facts: dict) -> list[dict]:
     return [facts["base"], facts["novel"]] if "base" in facts else [facts]
 
 
-def _facts(dataset: str, data: dict) -> dict:
+def dataset_facts(dataset: str, data: dict) -> dict:
+    """The facts of one dataset of :data:`STAD_DATASETS` from a suite's ``data`` block (synthetic: generated once)."""
     info = STAD_DATASETS[dataset]
     if data["source"] == "synthetic":
         from benchmark.data.synthetic_stad import ensure_synthetic_stad, load_manifest

@@ -25,7 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 CACHE = Path(".cache")
@@ -45,25 +44,18 @@ def load_module(path: str | None):
 
 def views(profile: str) -> dict:
     """The training view and the two test views of tests/test_stad_methods_stclip.py."""
-    from benchmark.data.box_annotations import load_box_annotations, load_person_boxes
-    from benchmark.data.box_features import BoxFeatureStore
     from benchmark.data.box_views import box_test_view, box_train_view
     from benchmark.data.splits import generate_splits
-    from benchmark.data.synthetic_stad import ensure_synthetic_stad, load_manifest
-    from benchmark.evaluation.boxes import BoxTable
+    from benchmark.harness import stad
     from benchmark.harness.registry import MethodContext
     from benchmark.text.clip import TextEncoderConfig
 
-    manifest = load_manifest(ensure_synthetic_stad(CACHE / "synthetic_stad", profile, seed=0))
-    ann = load_box_annotations(manifest["annotations"]["act_pkl"])
+    dataset = {"jhmdb": "jhmdb", "ucf": "ucf101_24"}[profile.split("_")[0]]
+    facts = stad.dataset_facts(dataset, {"source": "synthetic", "synthetic": {"profile": profile, "seed": 0}})
+    ann, detections, store = stad.open_data(facts)  # detections named by the annotations' video ids
     split = generate_splits(profile, ann.labels, 15 / 21, n=1)[0]
-    store = BoxFeatureStore(manifest["features"])
     train, test = ann.splits[0]
-    detections = load_person_boxes(manifest["person_boxes"], manifest["annotations"]["gt_json"])
-    full = {video.split("/")[-1]: video for video in ann.videos}  # ST-CLIP's JSON names the bare movie
-    detections = BoxTable(np.array([full[v] for v in detections.video]), detections.frame, detections.box,
-                          detections.label, detections.score)
-    context = MethodContext(text_encoder=TextEncoderConfig(**manifest["text_encoder"]), cache_dir=CACHE / "text",
+    context = MethodContext(text_encoder=TextEncoderConfig(**facts["text_encoder"]), cache_dir=CACHE / "text",
                             log=lambda line: None)
     return {"train": box_train_view(ann, split, train, features=store),
             "GT boxes": box_test_view(ann, split, test, features=store),
