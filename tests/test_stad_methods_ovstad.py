@@ -14,6 +14,7 @@ from benchmark.data.synthetic_stad import ensure_synthetic_stad, load_manifest
 from benchmark.evaluation.boxes import BoxTable
 from benchmark.evaluation.frame_map import frame_map
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
+from benchmark.harness.stad import PROTOCOL, _evaluation, score_boxes, shortcut_analyses, with_detector_scores
 from benchmark.text.clip import TextEncoderConfig
 from methods.modules import convergence
 from methods.ovstad import OvStadHead
@@ -36,7 +37,8 @@ def bench(tmp_path_factory):
     views = {"detected": box_test_view(ann, split, test, boxes=detected, rule="top3", features=store),
              "gt": box_test_view(ann, split, test, features=store)}
     text = TextEncoderConfig(**manifest["text_encoder"])
-    return {"train": train_view, "test": views, "text": text, "cache": tmp_path_factory.mktemp("text"), "split": split}
+    return {"train": train_view, "test": views, "text": text, "cache": tmp_path_factory.mktemp("text"), "split": split,
+            "data": (ann, detected, store, split, test)}
 
 
 def _method(bench, name, seed=0, **overrides):
@@ -214,3 +216,23 @@ def test_config_errors(bench, tmp_path):
             cls.check_features(make_config(name), 64, 512)
     with pytest.raises(ConfigError):
         make_config("ovstad", {"vrt_data": 0.25})  # a fraction is a string: "0.25"
+
+
+def test_shortcut_analyses_score_what_a_job_under_that_protocol_would(bench):
+    """The audit rows read analyses of one job (test_videos_all/, rule:<rule>/, detector_score_ignore/,
+    soft_voting/): on a training-free baseline each equals the headline of a job run under that protocol."""
+    method = _method(bench, "stad_clip_baseline")
+
+    def job(protocol):
+        space = {key: protocol[key] for key in ("label_space", "evaluated", "test_videos")}
+        evaluation = _evaluation("", *bench["data"], protocol, space)
+        rows = method.predict(evaluation.test)
+        final = with_detector_scores(rows, evaluation.test.boxes, protocol)
+        return evaluation, rows, score_boxes(evaluation.test, final, (), protocol["evaluator"])[0]["frame_mAP@0.5"]
+
+    evaluation, rows, _ = job(PROTOCOL)
+    found = shortcut_analyses(method, rows, evaluation, PROTOCOL)
+    for prefix, change in (("test_videos_all/", {"test_videos": "all"}), ("rule:score>0.3/", {"box_rule": "score>0.3"}),
+                           ("detector_score_ignore/", {"detector_score": "ignore"}), ("soft_voting/", {"soft_voting": True})):
+        assert found[prefix + "frame_mAP@0.5"] == job(PROTOCOL | change)[2], prefix
+    assert len(job(PROTOCOL | {"test_videos": "all"})[0].test.videos) > len(evaluation.test.videos)

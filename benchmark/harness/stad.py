@@ -31,7 +31,7 @@ Metrics: ``frame_mAP@0.5`` (the headline preset), ``<preset>/frame_mAP@0.5`` for
 ``gt_boxes/`` for the oracle boxes; per-class AP of the headline. A cross-dataset job scores its base test set
 as ``base/frame_mAP@0.5`` (``gt_boxes/base/...``, ``rule:top3/base/...``); with ``evaluated: all`` the seen and
 unseen classes' means are ``seen/`` and ``unseen/`` (:func:`class_groups`; OV-AVA's base and novel). The shortcuts that only post-process or
-re-predict (soft voting, the detector score, the box rule) are also recorded for every job as analyses of
+re-predict (soft voting, the detector score, the box rule, all test videos) are also recorded for every job as analyses of
 the same trained model (:func:`shortcut_analyses`), so an audit row reads them without training again.
 """
 from __future__ import annotations
@@ -71,14 +71,16 @@ STAD_DATASETS = {
 # AVA (keyframes at 1 Hz, multi-label, boxes normalised): the official split is (train movies, val movies).
 # ``ava``: the 80-class label map (ST-CLIP's ZS-AVA: 3 splits of 18 / 12 / 6 unseen classes, many outside the
 # standard 60); ``ava60``: the standard 60 evaluated classes (OV-STAD's OV-AVA: 45 base / 15 novel).
+# ``rules``: the other box rules a job audits (default :data:`ANALYSED_RULES`; AVA's are AlphAction's score
+# threshold, OV-STAD's 0.3 and the top 3; the J-HMDB rule S - 0.001 has no AVA counterpart).
 _AVA_FILES = {"train_csv": "ava_train_v2.2.csv", "val_csv": "ava_val_v2.2.csv",
               "person_boxes": "ava_val_predicted_boxes.csv"}
 STAD_DATASETS |= {
     "ava": {"name": "AVA", "official_split": 1, "unseen": (18, 12, 6), "presets": ("ava_official", "ava_alphaction"),
-            "synthetic": "ava", "label_map": "label_map",
+            "synthetic": "ava", "label_map": "label_map", "rules": ("top3", "score>0.3"),
             "files": {**_AVA_FILES, "label_map": "ava_action_list_v2.2.pbtxt"}},
     "ava60": {"name": "AVA (60 classes)", "official_split": 1, "presets": ("ava_official", "ava_alphaction"),
-              "synthetic": "ava", "label_map": "label_map_60",
+              "synthetic": "ava", "label_map": "label_map_60", "rules": ("top3", "score>0.3"),
               "files": {**_AVA_FILES, "label_map": "ava_action_list_v2.2_for_activitynet_2019.pbtxt"}},
 }
 
@@ -239,12 +241,16 @@ def class_split(ann, spec: dict, facts: dict) -> ClassSplit:
 class Evaluation:
     """One test set of a job: its metric names start with ``prefix`` ("" = the headline; ``base/`` = a
     cross-dataset benchmark's base classes: ``base/frame_mAP@0.5``, ``gt_boxes/base/frame_mAP@0.5``), its test view, the same view on ground-truth person boxes, and
-    ``with_rule(rule)``: the test view on the detector's boxes kept by another rule (None without detector)."""
+    ``view(rule, **changes)``: the test view on the detector's boxes kept by another rule (``rule=None``: on
+    ground-truth boxes), with ``changes`` to its test space (``test_videos``); ``detector``: whether there are
+    detector boxes; ``fixed_space``: the space cannot change (a cross-dataset benchmark's)."""
 
     prefix: str
     test: object
     gt_view: object
-    with_rule: Callable | None
+    view: Callable
+    detector: bool
+    fixed_space: bool = False
 
 
 def views(spec: dict, facts: dict):
@@ -271,10 +277,10 @@ def views(spec: dict, facts: dict):
     base_train, base_test = _official(facts["base"]["dataset"], base)
     train = box_train_view(base, split, base_train, protocol["unseen_in_training"], features=base_store)
     return split, replace(train, captions=facts["base"].get("captions")), [
-        _evaluation("", novel, novel_boxes, novel_store, split, _official(facts["novel"]["dataset"], novel)[1], protocol,
-                    {"label_space": "unseen", "evaluated": "unseen", "test_videos": "all"}),
-        _evaluation("base/", base, base_boxes, base_store, split, base_test, protocol,
-                    {"label_space": "seen", "evaluated": "seen", "test_videos": "all"})]
+        replace(_evaluation("", novel, novel_boxes, novel_store, split, _official(facts["novel"]["dataset"], novel)[1],
+                            protocol, {"label_space": "unseen", "evaluated": "unseen", "test_videos": "all"}), fixed_space=True),
+        replace(_evaluation("base/", base, base_boxes, base_store, split, base_test, protocol,
+                            {"label_space": "seen", "evaluated": "seen", "test_videos": "all"}), fixed_space=True)]
 
 
 def _official(dataset: str, ann) -> tuple:
@@ -283,17 +289,17 @@ def _official(dataset: str, ann) -> tuple:
 
 
 def _evaluation(prefix: str, ann, detector, store, split, videos, protocol: dict, space: dict) -> Evaluation:
-    gt_view = box_test_view(ann, split, videos, features=store, **space)
+    def view(rule: str | None, **changes):
+        boxes = {} if rule is None else {"boxes": detector, "rule": rule}
+        return box_test_view(ann, split, videos, features=store, **boxes, **(space | changes))
 
-    def with_rule(rule: str):
-        return box_test_view(ann, split, videos, boxes=detector, rule=rule, features=store, **space)
-
+    gt_view = view(None)
     if detector is None:
         if protocol["test_boxes"] != "gt":
             raise InputError(f"{ann.source}: no person-box file (test_boxes: detector needs one)")
-        return Evaluation(prefix, gt_view, gt_view, None)
-    test = gt_view if protocol["test_boxes"] == "gt" else with_rule(protocol["box_rule"])
-    return Evaluation(prefix, test, gt_view, with_rule)
+        return Evaluation(prefix, gt_view, gt_view, view, detector=False)
+    test = gt_view if protocol["test_boxes"] == "gt" else view(protocol["box_rule"])
+    return Evaluation(prefix, test, gt_view, view, detector=True)
 
 
 def needed_videos(spec: dict, facts: dict) -> dict[str, set[str]]:
@@ -395,7 +401,7 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         oracle = with_detector_scores(oracle, e.gt_view.boxes, protocol)
         found, classes = score_boxes(e.gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/", metric)
         metrics |= found | class_groups(classes, split, "gt_boxes/", metric)
-        metrics |= shortcut_analyses(method, rows, e, protocol)
+        metrics |= shortcut_analyses(method, rows, e, protocol, STAD_DATASETS[spec["dataset"]].get("rules", ANALYSED_RULES))
         predictions |= _as_results(final)
     timings["eval"] = time.perf_counter() - start
     test = evaluations[0].test
@@ -427,27 +433,34 @@ def class_groups(per_class: dict, split: ClassSplit, prefix: str, metric: str) -
 ANALYSED_RULES = ("top3", "s_minus_t:0.001", "score>0.3")  # ST-CLIP's code, its paper, OV-STAD
 
 
-def shortcut_analyses(method, scores: BoxTable, evaluation: Evaluation, protocol: dict) -> dict[str, float]:
-    """The protocol's other choices on the same trained model, headline preset only: soft voting flipped
-    (``soft_voting/`` or ``no_soft_voting/``), the detector score flipped (``detector_score_ignore/`` or
-    ``detector_score_multiply/``), and the other box rules of :data:`ANALYSED_RULES` (``rule:<rule>/``, a new
-    prediction on those boxes), each before the evaluation's metric name (``rule:top3/base/frame_mAP@0.5``). Only what changes the training data or
-    the test videos needs its own job."""
+def shortcut_analyses(method, scores: BoxTable, evaluation: Evaluation, protocol: dict,
+                      rules=ANALYSED_RULES) -> dict[str, float]:
+    """The protocol's other choices on the same trained model, headline preset only, each before the
+    evaluation's metric name (``rule:top3/base/frame_mAP@0.5``): soft voting flipped (``soft_voting/`` or
+    ``no_soft_voting/``), all test videos where the protocol keeps those of unseen classes only
+    (``test_videos_all/``, a new prediction on all of them), the detector score flipped (``detector_score_ignore/`` or
+    ``detector_score_multiply/``), and the other box ``rules`` (``rule:<rule>/``, a new prediction on those
+    boxes). Only what changes the training data needs its own job."""
     headline, out, test, prefix = protocol["evaluator"], {}, evaluation.test, evaluation.prefix
 
     def score(view, rows, changes: dict, name: str) -> None:
         out.update(score_boxes(view, with_detector_scores(rows, view.boxes, protocol | changes), (), headline, name,
                                prefix + METRIC)[0])
 
+    def predicted(view, name: str) -> None:
+        score(view, method.predict(view), {}, name)
+
     score(test, scores, {"soft_voting": not protocol["soft_voting"]}, "no_soft_voting/" if protocol["soft_voting"] else "soft_voting/")
-    if evaluation.with_rule is None or test.box_source == "gt":
+    on_detector = evaluation.detector and test.box_source != "gt"
+    if protocol["test_videos"] == "unseen_only" and not evaluation.fixed_space:
+        predicted(evaluation.view(protocol["box_rule"] if on_detector else None, test_videos="all"), "test_videos_all/")
+    if not on_detector:
         return out
     flipped = "ignore" if protocol["detector_score"] == "multiply" else "multiply"
     score(test, scores, {"detector_score": flipped}, f"detector_score_{flipped}/")
-    for rule in ANALYSED_RULES:
+    for rule in rules:
         if rule != protocol["box_rule"]:
-            view = evaluation.with_rule(rule)
-            score(view, method.predict(view), {}, f"rule:{rule}/")
+            predicted(evaluation.view(rule), f"rule:{rule}/")
     return out
 
 
