@@ -45,6 +45,7 @@ class ClipTrainingFree(Method):
     """CLIP zero-shot per snippet + grouping of consecutive same-class snippets; nothing is trained."""
 
     Config = Config
+    trains = False
 
     def __init__(self, config: Config, context):
         if not config.chance_multiples or min(config.chance_multiples) <= 0:

@@ -110,6 +110,7 @@ class StadClipBaseline(Method):
     """Zero-shot CLIP on the whole frame or the person region; nothing is trained."""
 
     Config = Config
+    trains = False
 
     def __init__(self, config: Config, context):
         choices = {"feature": FEATURES, "normalisation": NORMALISATIONS, "names": NAMES}

@@ -226,3 +226,21 @@ def test_one_run_per_store_at_a_time(tmp_path, capsys):
         assert "another run of this suite is in progress" in capsys.readouterr().err
         assert run(tmp_path, suite, "--dry-run") == 0  # reading is fine
     assert run(tmp_path, suite) == 0
+
+
+def test_jobs_of_methods_that_train_run_first(tmp_path, monkeypatch):
+    """A long trained job started last would run alone at the end; training-free jobs are left for last,
+    otherwise the suite's order is kept."""
+    from types import SimpleNamespace
+
+    from benchmark.harness.scheduler import select
+
+    class Free(registry.Method):
+        trains = False
+
+    monkeypatch.setitem(registry._METHODS, "toy_free", Free)
+    monkeypatch.setitem(registry._METHODS, "toy_trained", registry.Method)
+    methods = ["toy_free", "toy_trained", "toy_free", "toy_trained"]
+    jobs = [SimpleNamespace(key=f"{i:016x}", labels=(m,), spec={"method": m}, available=True) for i, m in enumerate(methods)]
+    todo = select(jobs, Store(tmp_path, "toy")).todo
+    assert [job.key[-1] for job in todo] == ["1", "3", "0", "2"]

@@ -73,10 +73,14 @@ class Method:
     ``PAPER``: the paper's recipe as overrides of ``Config`` (nested dataclass fields as dicts or as
     instances), or one such dict per dataset (``{"activitynet": {...}, "thumos14": {...}}``);
     ``recipe: paper`` applies it (``apply_hparams``).
+
+    ``trains``: False for a training-free method (``fit`` only reads the class names); the scheduler runs
+    such jobs last.
     """
 
     name: ClassVar[str] = ""
     PAPER: ClassVar[dict] = {}
+    trains: ClassVar[bool] = True
 
     @dataclass(frozen=True)
     class Config:

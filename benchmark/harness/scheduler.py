@@ -87,6 +87,11 @@ def select(jobs, store: Store, only: str | None = None, force: bool = False, ret
             status = store.status(job.key)
             rerun = force or status is None or (retry_failed and status != "ok")
             (sel.todo if rerun else sel.cached).append(job)
+    # Jobs of methods that train first: they are the long ones, and the training-free jobs left for the end
+    # fill the workers' last gaps instead of one long job running alone at the end.
+    from benchmark.harness.registry import get_method
+
+    sel.todo.sort(key=lambda job: not get_method(job.spec["method"]).trains)
     return sel
 
 
