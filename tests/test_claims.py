@@ -99,6 +99,19 @@ def test_claims_pair_by_split_and_seed_within_the_setting():
     assert pairs["split"].tolist() == [0, 1]
 
 
+
+def test_a_row_run_on_one_seed_is_paired_with_every_seed_of_the_other():
+    """A training-free row (seed 0 only) against a trained row on seeds 0-2: three pairs per split, its one
+    value each time; a row whose other seeds failed is not broadcast (it was planned on three seeds)."""
+    nan = math.nan
+    trained = pd.concat([_frame({"trained": vs}).assign(seed=seed) for seed, vs in enumerate([[4, 6], [5, 7], [6, 8]])])
+    failed = pd.concat([_frame({"failed": vs}).assign(seed=seed) for seed, vs in enumerate([[9, 9], [nan, nan], [nan, nan]])])
+    frame = pd.concat([trained, failed, _frame({"free": [1, 2]})])
+    out, pairs = claims_frame((_claim("c", "trained", "free"), _claim("d", "failed", "free")), {"t": frame}, 0.05)
+    c = pairs[pairs["id"] == "c"]
+    assert out.loc[0, "n"] == 6 and c["B"].tolist() == [1, 1, 1, 2, 2, 2] and out.loc[0, "Δ mean"] == pytest.approx(4.5)
+    assert out.loc[1, "n"] == 2
+
 # --- the claims: block of a suite ----------------------------------------------------------
 
 def test_zs_activitynet_claims_name_rows_of_their_tables():

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from benchmark.data.box_annotations import load_box_annotations
+from benchmark.harness.suite import SuiteError, load_suite, plan
 from benchmark.text.tiny import make_tiny_clip
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,6 +21,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_all(*args, timeout=900):
     return subprocess.run([sys.executable, str(ROOT / "run_all.py"), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**__import__("os").environ, "HF_HUB_OFFLINE": "1"})
+
+
+def test_ablation_tables_skip_analyses_and_training_free_rows_run_one_seed(tmp_path):
+    """An ablation table's jobs skip the analyses unless another table runs the same job (J-HMDB Table 4's
+    default is Table 2's split 1); the CLIP baseline runs seed 0 only where OV-STAD runs seeds 0-2."""
+    jobs = [job.spec for job in plan(load_suite("zs_stad_jhmdb", "default"))]
+    skipped = [s for s in jobs if s.get("analyses") is False]
+    assert {s["variant"] for s in skipped} >= {"lora_4", "no_prompting"} and {s["split"]["index"] for s in skipped} == {1}
+    assert any(s["method"] == "stclip" and s["variant"] == "default" and s["split"]["index"] == 1 and "analyses" not in s
+               for s in jobs)
+    ov = [job.spec for job in plan(load_suite("ov_stad", "default"))]
+    assert {s["seed"] for s in ov if s["method"] == "stad_clip_baseline"} == {0}
+    assert {s["seed"] for s in ov if s["variant"] == "full"} == {0, 1, 2}
+    tad = (ROOT / "benchmark/suites/zs_thumos14.yaml").read_text().replace(
+        "  table1_zero_shot:\n", "  table1_zero_shot:\n    analyses: false\n", 1)
+    (tmp_path / "t.yaml").write_text(tad)
+    with pytest.raises(SuiteError, match="table1_zero_shot.analyses: false is for task stad"):
+        load_suite(tmp_path / "t.yaml")
 
 
 def test_jhmdb_smoke_suite_end_to_end(tmp_path):

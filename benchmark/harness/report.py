@@ -299,11 +299,22 @@ def training_summary(records) -> str:
     return "; ".join(parts)
 
 
+def by_pair(cell: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """``metric`` of each row (columns) per (split, seed) pair (index) of one setting's jobs. A row planned with
+    one seed (a training-free method, a prediction file) gives the same number whatever the seed, so it is paired
+    with every seed of the other rows."""
+    wide = cell.pivot_table(index=["split", "seed"], columns="row", values=metric)
+    if cell["seed"].nunique() > 1:
+        seedless = [row for row, seeds in cell.groupby("row")["seed"].nunique().items() if seeds == 1 and row in wide]
+        wide[seedless] = wide[seedless].groupby(level="split").transform("first")
+    return wide
+
+
 def _paired(jobs: pd.DataFrame, setting: str, label: str, ref: str, metric: str) -> dict:
     cols = {f"Δ {metric} vs {ref}": math.nan, f"relative Δ vs {ref}": math.nan, "paired t p": math.nan, "pairs": 0}
     if label == ref:
         return cols
-    both = jobs[jobs["setting"] == setting].pivot_table(index=["split", "seed"], columns="row", values=metric)
+    both = by_pair(jobs[jobs["setting"] == setting], metric)
     if label not in both or ref not in both:
         return cols
     pairs = both[[label, ref]].dropna()
@@ -392,8 +403,7 @@ def side_name(side: tuple[str, ...]) -> str:
 def claim_pairs(jobs: pd.DataFrame, claim: Claim) -> pd.DataFrame:
     """The claim's paired values: one line per (split, seed) with both sides, columns A, B and Δ = A − B."""
     cell = jobs[jobs["setting"] == claim.setting]
-    wide = cell.set_index(["split", "seed", "row"])[claim.metric].unstack("row").reindex(
-        columns=list(dict.fromkeys(claim.a + claim.b)))
+    wide = by_pair(cell, claim.metric).reindex(columns=list(dict.fromkeys(claim.a + claim.b)))
 
     def side(labels: tuple[str, ...]) -> pd.Series:
         return wide[labels[0]] - wide[labels[1]] if len(labels) == 2 else wide[labels[0]]
@@ -607,7 +617,7 @@ def external_comparisons(suite: Suite, frames: dict[str, pd.DataFrame], out_dir:
             jobs = frames[table.name]
             ours = [r for r in table.rows if r.method == EXTERNAL + name]
             for setting in table.settings:
-                wide = jobs[jobs["setting"] == setting].pivot_table(index=["split", "seed"], columns="row", values=metric)
+                wide = by_pair(jobs[jobs["setting"] == setting], metric)
                 for label, prefix in ((r.label, r.metrics_from) for r in ours if r.label in wide):
                     for other in (r.label for r in table.rows if not r.method.startswith(EXTERNAL) and r.label in wide
                                   and r.metrics_from == prefix):  # like with like: as run, GT labels, fused

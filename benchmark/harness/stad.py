@@ -32,7 +32,8 @@ Metrics: ``frame_mAP@0.5`` (the headline preset), ``<preset>/frame_mAP@0.5`` for
 as ``base/frame_mAP@0.5`` (``gt_boxes/base/...``, ``rule:top3/base/...``); with ``evaluated: all`` the seen and
 unseen classes' means are ``seen/`` and ``unseen/`` (:func:`class_groups`; OV-AVA's base and novel). The shortcuts that only post-process or
 re-predict (soft voting, the detector score, the box rule, all test videos) are also recorded for every job as analyses of
-the same trained model (:func:`shortcut_analyses`), so an audit row reads them without training again.
+the same trained model (:func:`shortcut_analyses`), so an audit row reads them without training again; a job with
+``"analyses": false`` (an ablation table's, :func:`benchmark.harness.suite.cells`) records neither these nor ``gt_boxes/``.
 """
 from __future__ import annotations
 
@@ -397,12 +398,14 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         found, classes = score_boxes(e.test, final, presets, protocol["evaluator"], metric=metric)
         metrics |= found | class_groups(classes, split, "", metric)
         per_class = per_class or classes  # the headline's
+        predictions |= _as_results(final)
+        if not spec.get("analyses", True):  # an ablation table's job: the headline metrics only
+            continue
         oracle = rows if e.test is e.gt_view else method.predict(e.gt_view)
         oracle = with_detector_scores(oracle, e.gt_view.boxes, protocol)
         found, classes = score_boxes(e.gt_view, oracle, presets, protocol["evaluator"], "gt_boxes/", metric)
         metrics |= found | class_groups(classes, split, "gt_boxes/", metric)
         metrics |= shortcut_analyses(method, rows, e, protocol, STAD_DATASETS[spec["dataset"]].get("rules", ANALYSED_RULES))
-        predictions |= _as_results(final)
     timings["eval"] = time.perf_counter() - start
     test = evaluations[0].test
     return {

@@ -36,6 +36,9 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
         external: [{label: "{name}"}]    # optional: the rows a method scored from its prediction files takes
                                          # here (``python -m benchmark score --name NAME``), label templates
                                          # with {name}, and metrics_from as for rows
+        analyses: false                  # task stad: an ablation read for its headline only; its jobs skip the
+                                         # oracle-box and shortcut analyses (a job another table runs with
+                                         # them is that job)
         rows:
           - {label: No mask, method: stale, variant: mask_none, paper: [table4_representation_masking, no_mask]}
           - {label: clean, method: stale, protocol: {external_classifier: stale_best_score}}
@@ -58,7 +61,9 @@ Schema (``benchmark/suites/zs_activitynet.yaml`` is the worked example; every to
     profiles:                            # deep-merged over everything above (mappings merge, lists replace)
       smoke: {splits: {indices: [0]}, hparams: {epochs: 1}}
 
-A claim is tested on the (split, seed) pairs that have both sides: Δ = a − b per pair, its mean and
+A training-free method (``Method.trains`` false) and a prediction file run on the table's first seed only; the
+reports pair such a row with every seed of the others. A claim is tested on the (split, seed) pairs that have
+both sides: Δ = a − b per pair, its mean and
 Student-t 95% CI, a two-sided paired t-test, Holm's correction across every claim with a p-value. A
 degradation claim (Table 3: the parallel design loses less from GT to predicted localisation) is
 ``a: {minus: [STALE GT, STALE predicted]}, b: {minus: [B-I GT, B-I predicted]}, direction: less``.
@@ -112,7 +117,7 @@ EXTERNAL = "external:"
 _TOP_KEYS = ("name", "description", "paper_reference", "task", "dataset", "data", "splits", "seeds", "hparams",
              "protocol", "run", "methods", "tables", "figures", "claims", "report", "profiles")
 _TABLE_KEYS = ("title", "mirrors", "description", "settings", "metrics", "paper_metrics", "rows", "splits",
-               "seeds", "hparams", "compare", "cost", "enabled", "external")
+               "seeds", "hparams", "compare", "cost", "enabled", "external", "analyses")
 _ROW_KEYS = ("label", "method", "variant", "paper", "protocol", "metrics_from", "compare_to", "leaky_splits")
 LEAKY_SPLITS = ("include", "exclude", "only")
 _CLAIM_KEYS = ("id", "statement", "where", "table", "setting", "metric", "a", "b", "direction", "note")
@@ -152,6 +157,7 @@ class Table:
     compare: dict | None  # {"to": row label, "metric": name}: paired comparison columns
     cost: bool = False  # columns of training and inference cost per job (benchmark.harness.compute)
     external: tuple[dict, ...] = ()  # row templates for methods scored from files: {"label": "... {name} ...", "metrics_from"}
+    analyses: bool = True  # False (task stad): its jobs record the headline metrics only (see cells)
 
 
 @dataclass(frozen=True)
@@ -299,6 +305,11 @@ class _Checker:
             self.fail(key, f"expected a non-empty list of non-negative integers, got {value!r}")
         return tuple(value)
 
+    def boolean(self, value, key: str) -> bool:
+        if not isinstance(value, bool):
+            self.fail(key, f"expected true or false, got {value!r}")
+        return value
+
     def choice(self, value, key: str, choices) -> str:
         if value not in choices:
             self.fail(key, f"{value!r} is not one of {', '.join(choices)}")
@@ -330,6 +341,10 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
     tables = tuple(_table(name, t, methods, splits, seeds, hparams, check)
                    for name, t in check.mapping(m["tables"], "tables").items()
                    if check.mapping(t, f"tables.{name}").get("enabled", True) is not False)
+    task = check.choice(m.get("task", "tad"), "task", TASKS)
+    for t in tables:
+        if not t.analyses and task != "stad":
+            check.fail(f"tables.{t.name}.analyses", "false is for task stad (a tad job records its analyses always)")
     figures = _figures(m, {t.name for t in tables}, check)
     claims = _claims(m, {t.name: t for t in tables}, check)
     ref = m.get("paper_reference")
@@ -340,7 +355,7 @@ def _build(m: dict, path: Path, profile: str, check: _Checker) -> Suite:
                  description=str(m.get("description", "")), dataset=dataset, data=data, splits=splits,
                  hparams=hparams, protocol=check.mapping(m.get("protocol") or {}, "protocol"), run=run,
                  report=report, methods=methods, tables=tables, figures=figures, paper_reference=ref_path,
-                 claims=claims, seeds=seeds, task=check.choice(m.get("task", "tad"), "task", TASKS))
+                 claims=claims, seeds=seeds, task=task)
 
 
 def _data(m: dict, check: _Checker) -> dict:
@@ -436,7 +451,8 @@ def _table(name: str, t: dict, methods: dict, splits: dict, seeds, hparams: dict
         rows=rows, indices=tuple(indices),
         seeds=check.int_list(t.get("seeds", list(seeds)), f"{where}.seeds"),
         hparams=deep_merge(hparams, check.mapping(t.get("hparams") or {}, f"{where}.hparams")), compare=compare,
-        cost=bool(t.get("cost", False)), external=tuple(external))
+        cost=bool(t.get("cost", False)), external=tuple(external),
+        analyses=check.boolean(t.get("analyses", True), f"{where}.analyses"))
 
 
 def _row(where: str, r: dict, methods: dict, check: _Checker) -> Row:
@@ -600,15 +616,30 @@ def external_spec(suite: Suite, name: str, setting: str, index: int) -> dict:
     return job_spec(suite, table, external_rows(table, name)[0], setting, index, suite.seeds[0])
 
 
+def seedless(method: str) -> bool:
+    """A row run on one seed: a prediction file (one per split) or a training-free method (the same result
+    whatever the seed; the reports pair it with every seed of the other rows)."""
+    from benchmark.harness.registry import get_method, is_registered
+
+    return method.startswith(EXTERNAL) or (is_registered(method) and not get_method(method).trains)
+
+
 def cells(suite: Suite):
-    """Every (table, row, setting, [spec, ...]) of the suite: the cells the report fills."""
+    """Every (table, row, setting, [spec, ...]) of the suite: the cells the report fills. A job of a table with
+    ``analyses: false`` (an ablation read for its headline only) gets ``"analyses": false`` in its spec, unless
+    another table runs the same job with analyses: then it is that job."""
+    planned = []
     for table in suite.tables:
         for row in table.rows:
             for setting in table.settings:
                 indices = (0,) if setting == "closed" else table.indices
-                seeds = suite.seeds[:1] if row.method.startswith(EXTERNAL) else table.seeds  # one file per split
-                specs = [job_spec(suite, table, row, setting, i, s) for i in indices for s in seeds]
-                yield table, row, setting, specs
+                seeds = table.seeds[:1] if seedless(row.method) else table.seeds
+                planned.append((table, row, setting, [job_spec(suite, table, row, setting, i, s) for i in indices for s in seeds]))
+    analysed = {canonical_json(key_material(s)) for table, _, _, specs in planned if table.analyses for s in specs}
+    for table, row, setting, specs in planned:
+        if not table.analyses:
+            specs = [s if canonical_json(key_material(s)) in analysed else {**s, "analyses": False} for s in specs]
+        yield table, row, setting, specs
 
 
 def plan(suite: Suite, code_version_: str | None = None) -> list[Job]:
