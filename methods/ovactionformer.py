@@ -58,6 +58,7 @@ from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.harness.registry import ConfigError, Method, register_method
 from methods.modules import convergence
 from methods.modules.convergence import Convergence
+from methods.modules.losses import sigmoid_focal_loss
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
 
 CLIP_LOGIT_SCALE = math.log(1 / 0.07)  # CLIP's initial temperature
@@ -393,17 +394,6 @@ def assign_targets(videos, classes, T: int, points: Points, cfg: Config, soft_ta
 # Losses
 # ---------------------------------------------------------------------------------------------
 
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float, gamma: float) -> torch.Tensor:
-    """Summed focal loss (Lin et al. 2017) of sigmoid outputs against (soft) targets in [0, 1]."""
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
-    p_t = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = (alpha * target + (1 - alpha) * (1 - target)) * loss
-    return loss.sum()
-
-
 def diou_loss_1d(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Summed 1-D DIoU loss of (start, end) distances from the same location [M, 2]:
     1 - IoU + (centre distance / enclosing length)²."""
@@ -455,7 +445,7 @@ class OvActionFormer(Method):
         cfg = self.config
         npos = positive.sum().clamp(min=1)
         target = cls * (1 - cfg.label_smoothing) + cfg.label_smoothing / (cls.shape[-1] + 1)
-        losses = {"cls": sigmoid_focal_loss(out.cls_logits.float(), target, cfg.focal_alpha, cfg.focal_gamma) / npos,
+        losses = {"cls": sigmoid_focal_loss(out.cls_logits.float(), target, cfg.focal_gamma, cfg.focal_alpha).sum() / npos,
                   "reg": diou_loss_1d(out.offsets.float()[positive], offsets[positive]) / npos}
         return losses
 

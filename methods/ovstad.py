@@ -95,6 +95,7 @@ from benchmark.evaluation.boxes import BoxTable
 from benchmark.harness.registry import ConfigError, Method, register_method
 from methods.modules import convergence
 from methods.modules.convergence import Convergence
+from methods.modules.losses import sigmoid_focal_loss
 from methods.modules.training import one_thread, seed_everything
 from methods.stad_clip_baseline import NAMES, box_features, class_text, scored_rows
 
@@ -158,15 +159,9 @@ class OvStadHead(nn.Module):
         return self.log_scale.exp() * F.normalize(f, dim=-1) @ text.T + self.bias
 
 
-def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
+def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
     """Eqs. 4 and 6: focal loss of sigmoid(logits), summed over the last axis, averaged over rows."""
-    p = torch.sigmoid(logits)
-    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # −log p_t
-    p_t = p * target + (1 - p) * (1 - target)
-    loss = ce * (1 - p_t) ** gamma
-    if alpha >= 0:
-        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
-    return loss.sum(-1).mean()
+    return sigmoid_focal_loss(logits, target, gamma, alpha).sum(-1).mean()
 
 
 def read_corpus(path: str, vrt_data: str, with_global: bool, seed: int):
@@ -307,7 +302,7 @@ class OvStad(Method):
 
         def loss_of(idx):  # Eq. 4
             logits = self.head.logits(self.head.fuse(r[idx], g[idx], beta), text)
-            return sigmoid_focal_loss(logits, y[idx], cfg.focal_gamma, cfg.focal_alpha)
+            return focal_loss(logits, y[idx], cfg.focal_gamma, cfg.focal_alpha)
 
         optimiser = torch.optim.SGD(self.head.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)
@@ -348,7 +343,7 @@ class OvStad(Method):
         def loss_of(idx):  # Eq. 6 over the batch's N x N matrix; same caption = positive
             f = self.head.fuse(r[idx], None if g is None else g[idx], beta)
             target = (which[idx][:, None] == which[idx][None, :]).float()
-            return sigmoid_focal_loss(self.head.logits(f, text[which[idx]]), target, cfg.focal_gamma, cfg.focal_alpha)
+            return focal_loss(self.head.logits(f, text[which[idx]]), target, cfg.focal_gamma, cfg.focal_alpha)
 
         optimiser = torch.optim.SGD(self.head.parameters(), lr=cfg.vrt_lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay)

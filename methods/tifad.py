@@ -66,7 +66,8 @@ from torch.nn import functional as F
 
 from benchmark.harness.registry import ConfigError, register_method
 from methods.ovactionformer import (Config as BaseConfig, Head, LocalBlock, OvActionFormer, OvActionFormerNet,
-                                    Output, Targets, assign_targets, attend, sigmoid_focal_loss)
+                                    Output, Targets, assign_targets, attend)
+from methods.modules.losses import sigmoid_focal_loss
 
 SAM_APPLY = ("text_to_video", "code")
 SAM_COMBINE = ("max", "merged_sum")
@@ -238,11 +239,11 @@ class TiFAD(OvActionFormer):
         losses = super().losses(out, cls, offsets, positive, weight)
         npos = positive.sum().clamp(min=1)
         if "fg" in out.extra:  # H-FAD: foreground location or not
-            losses["fg"] = sigmoid_focal_loss(out.extra["fg"].float(), positive.float(), cfg.focal_alpha,
-                                              cfg.focal_gamma) / npos
+            losses["fg"] = sigmoid_focal_loss(out.extra["fg"].float(), positive.float(), cfg.focal_gamma,
+                                              cfg.focal_alpha).sum() / npos
         if "soft" in out.extra:  # S-FAD: the soft (Gaussian) foreground target
-            losses["soft"] = sigmoid_focal_loss(out.extra["soft"].float(), weight, cfg.focal_alpha,
-                                                cfg.focal_gamma) / npos
+            losses["soft"] = sigmoid_focal_loss(out.extra["soft"].float(), weight, cfg.focal_gamma,
+                                                cfg.focal_alpha).sum() / npos
         return losses
 
     def loss_weights(self) -> dict[str, float]:

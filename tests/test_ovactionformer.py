@@ -14,6 +14,7 @@ from benchmark.evaluation.detection import evaluate_detection
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.registry import ConfigError, MethodContext, apply_hparams, get_method, make_config
 from benchmark.text.tiny import make_tiny_clip
+from methods.modules.losses import sigmoid_focal_loss
 from methods.ovactionformer import Config, Points, assign_targets, diou_loss_1d
 from methods.tifad import TiCABlock
 from methods.tifad import Config as TiFADConfig
@@ -124,6 +125,15 @@ def test_diou_loss_by_hand():
     # predicted [-1, 1], target [-2, 3] around the location: IoU 2/5, centres 0 and 0.5, enclosing 5
     loss = diou_loss_1d(torch.tensor([[1.0, 1.0]]), torch.tensor([[2.0, 3.0]]))
     assert loss.item() == pytest.approx(1 - 2 / 5 + (0.5 / 5) ** 2, rel=1e-6)
+
+
+def test_focal_loss_by_hand():
+    """The shared focal loss (OV-ActionFormer, Ti-FAD, OV-STAD) at logit 0: p = 0.5, -log p_t = ln 2,
+    (1 - p_t)^2 = 1/4; α_t = 0.25 for a positive, 0.75 for a negative; a soft target 0.5 gives p_t = 0.5 too."""
+    loss = sigmoid_focal_loss(torch.zeros(3), torch.tensor([1.0, 0.0, 0.5]), gamma=2.0, alpha=0.25)
+    ln2 = float(np.log(2))
+    assert loss.tolist() == pytest.approx([0.25 * 0.25 * ln2, 0.75 * 0.25 * ln2, 0.5 * 0.25 * ln2])
+    assert sigmoid_focal_loss(torch.tensor([4.0]), torch.tensor([1.0]), 0.0, -1.0).item() == pytest.approx(np.log1p(np.exp(-4)))
 
 
 def test_salient_attentive_mask_peaks_on_the_snippets_most_similar_to_a_text():

@@ -1,4 +1,5 @@
-"""Losses of mask-based detectors (STALE §3.3), on logits so they stay stable under bf16 autocast."""
+"""Losses of the trained methods (mask-based detectors, STALE §3.3; the focal loss of the one-stage and box
+heads), on logits so they stay stable under bf16 autocast."""
 from __future__ import annotations
 
 import torch
@@ -93,3 +94,16 @@ def consistency_loss(features: torch.Tensor, cls_score: torch.Tensor, mask_score
         return (top.unsqueeze(-1) * picked).sum(1)
 
     return (1 - F.cosine_similarity(pooled(cls_score), pooled(mask_score), dim=-1, eps=1e-6)).mean()
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float, alpha: float) -> torch.Tensor:
+    """Element-wise focal loss (Lin et al. 2017) of sigmoid(logits) against (soft) targets in [0, 1]:
+    -α_t (1 - p_t)^γ log p_t, with α_t = α for the target's share and 1 - α for the rest; α < 0: no α_t.
+    Unreduced: each method sums or averages it as its paper does."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, target, reduction="none")  # -log p_t
+    p_t = p * target + (1 - p) * (1 - target)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = loss * (alpha * target + (1 - alpha) * (1 - target))
+    return loss
