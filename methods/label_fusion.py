@@ -14,7 +14,13 @@ Every output made with it is not zero-shot.
   id>) - 1`` of a ``video_test_*`` id, columns the UCF101 classes in ``classInd`` order. The THUMOS
   classes are mapped to columns BY NAME (:data:`UCF101_CLASSES`), rows are normalised by their sum,
   and the top-1 is taken among the dataset's classes only;
-- :func:`train_video_classifier` + :func:`external_video_scores` make such a file for a dataset that
+- :func:`filter_top_classes` is the other released rule (Ti-FAD's ``postprocess_results``, after ActionFormer's
+  ActivityNet inference): a detection is *kept* only if its label is among the video's top classes of the same
+  kind of classifier, restricted to the test classes (every class scoring above ``prior`` = 0.15, Ti-FAD's
+  ActivityNet config, at least the best one); labels and scores are unchanged. It needs every class's score
+  (:func:`read_class_scores`: ActionFormer's ``cuhk_val_simp_share.json`` layout ``{"results": {video: [score per
+  class]}, "class": [names]}``, or UntrimmedNet's ``.npy``). Not zero-shot either;
+- :func:`train_video_classifier` + :func:`external_video_scores` make both files for a dataset that
   has none (the synthetic benchmark): a logistic regression on mean-pooled snippet features,
   trained on the training subset with the labels of ALL classes. That supervision is the leak,
   reproduced on purpose.
@@ -39,6 +45,7 @@ if TYPE_CHECKING:
     import torch
 
 NOT_ZERO_SHOT = "not zero-shot: labels fused from an external video classifier trained on all classes"
+TOP_CLASS_PRIOR = 0.15  # filter_top_classes: Ti-FAD's opt.prior_prob (configs/anet_i3d.yaml)
 
 
 # UCF101's classInd.txt order (1-based index = column + 1): case-insensitive alphabetical.
@@ -83,6 +90,13 @@ def read_external_scores(path: str | Path, classes: Sequence[str] | None = None,
 def untrimmednet_scores(path: str | Path, classes: Sequence[str], video_ids: Sequence[str]) -> dict[str, dict]:
     """Top-1 of ``classes`` (mapped to UCF101 columns by name) per video, from the row-normalised
     UntrimmedNet scores (rows sum to 2): ``{video_id: {"class": name, "score": probability}}``."""
+    probs = untrimmednet_probs(path, classes, video_ids)
+    top = probs.argmax(axis=1)
+    return {vid: {"class": classes[k], "score": float(probs[n, k])} for n, (vid, k) in enumerate(zip(video_ids, top))}
+
+
+def untrimmednet_probs(path: str | Path, classes: Sequence[str], video_ids: Sequence[str]) -> np.ndarray:
+    """[videos, classes] UntrimmedNet scores of ``classes`` (UCF101 columns by name), rows normalised by their sum."""
     try:
         scores = np.load(path, allow_pickle=False)
     except (ValueError, EOFError):  # object arrays and pickles are refused here, never unpickled
@@ -105,8 +119,34 @@ def untrimmednet_scores(path: str | Path, classes: Sequence[str], video_ids: Seq
     probs = picked[:, [column[name] for name in classes]] / picked.sum(axis=1, keepdims=True)
     if not np.isfinite(probs).all():
         raise InputError(f"{path}: non-finite scores (or a row summing to 0) for the requested videos")
-    top = probs.argmax(axis=1)
-    return {vid: {"class": classes[k], "score": float(probs[n, k])} for n, (vid, k) in enumerate(zip(video_ids, top))}
+    return probs
+
+
+def read_class_scores(path: str | Path, classes: Sequence[str], video_ids: Sequence[str]) -> dict[str, dict[str, float]]:
+    """``{video_id: {class: score}}`` of every class of ``classes``, for the videos the file covers: from
+    ActionFormer's ``cuhk_val_simp_share.json`` layout ``{"results": {"v_<id>" or id: [score per class]},
+    "class": [names]}``, or UntrimmedNet's ``.npy`` (every video of ``video_ids`` must have a row)."""
+    path = Path(path)
+    if path.suffix == ".npy":
+        probs = untrimmednet_probs(path, classes, video_ids)
+        return {vid: dict(zip(classes, map(float, row))) for vid, row in zip(video_ids, probs)}
+    raw = read_json(path, InputError)
+    names, results = (raw.get("class"), raw.get("results")) if isinstance(raw, dict) else (None, None)
+    if not (isinstance(names, list) and isinstance(results, dict)):
+        raise InputError(f"{path}: expected {{'results': {{video: [score per class]}}, 'class': [names]}}")
+    missing = sorted(set(classes) - set(names))
+    if missing:
+        raise InputError(f"{path}: {len(missing)} classes have no score column, e.g. {missing[0]!r}")
+    column = [names.index(c) for c in classes]
+    out = {}
+    for vid in video_ids:
+        row = lookup(results, vid)
+        if row is None:
+            continue
+        if not (isinstance(row, list) and len(row) == len(names) and all(isinstance(x, (int, float)) for x in row)):
+            raise InputError(f"{path}: video {vid}: expected {len(names)} scores, got {str(row)[:80]}")
+        out[vid] = {c: float(row[k]) for c, k in zip(classes, column)}
+    return out
 
 
 def write_external_scores(path: str | Path, scores: dict[str, dict]) -> Path:
@@ -139,6 +179,27 @@ def fuse_table(pred: SegmentTable, scores: dict[str, dict]) -> SegmentTable:
     names = np.unique(np.concatenate([labels, top]))  # the labels after fusion, factorised (evaluation looks them up)
     fused = np.where(relabel, np.searchsorted(names, top)[codes], np.searchsorted(names, labels)[label_codes])
     return replace(pred, label=names[fused], factors={**pred.factors, "label": (names, fused)})
+
+
+def filter_top_classes(pred: SegmentTable, class_scores: dict[str, dict[str, float]],
+                       prior: float = TOP_CLASS_PRIOR) -> SegmentTable:
+    """Ti-FAD's released rule (module doc): per video, the classes whose classifier score (among
+    ``class_scores``' classes: the test classes) exceeds ``prior``, at least the best one; detections with
+    another label are dropped, the rest unchanged. Videos the scores do not cover keep every detection."""
+    if not len(pred):
+        return pred
+    videos, codes = pred.factors.get("video") or np.unique(pred.video, return_inverse=True)
+    keep = np.ones(len(pred), dtype=bool)
+    for k, vid in enumerate(videos.tolist()):
+        scores = class_scores.get(vid)
+        if not scores:
+            continue
+        names = sorted(scores)
+        best = max(names, key=scores.get)  # ties: the first name
+        top = {c for c in names if scores[c] > prior} | {best}
+        rows = np.flatnonzero(codes == k)
+        keep[rows] = np.isin(pred.label[rows], sorted(top))
+    return pred.select(keep)
 
 
 def fuse_labels(detections: dict[str, list[dict]], scores: dict[str, dict]) -> dict[str, list[dict]]:
@@ -183,18 +244,25 @@ def train_video_classifier(features: np.ndarray, labels: np.ndarray, num_classes
 
 def classify_videos(model: torch.nn.Linear, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(top-1 class index, its softmax probability) per video."""
+    prob, index = video_probs(model, features).max(-1)
+    return index.numpy(), prob.numpy()
+
+
+def video_probs(model: torch.nn.Linear, features: np.ndarray) -> torch.Tensor:
+    """[N, classes] softmax probabilities of every video."""
     import torch
 
     with torch.no_grad():
         x = (torch.as_tensor(features, dtype=torch.float32).mean(dim=1) - model.mean) / model.std
-        prob, index = model(x).softmax(-1).max(-1)
-    return index.numpy(), prob.numpy()
+        return model(x).softmax(-1)
 
 
-def external_video_scores(dataset, path: str | Path, seed: int = 0, epochs: int = 100) -> Path:
-    """Train the all-class video classifier on ``dataset``'s training subset and write its top-1
-    class for every test-subset video to ``path`` (stale_best_score.json format). THE LEAK: the
-    classifier is supervised with every class, including those a zero-shot split holds out."""
+def external_video_scores(dataset, path: str | Path | None, class_path: str | Path | None = None, seed: int = 0,
+                          epochs: int = 100) -> None:
+    """Train the all-class video classifier on ``dataset``'s training subset and write, for every test-subset
+    video, its top-1 class to ``path`` (stale_best_score.json format) and every class's probability to
+    ``class_path`` (cuhk_val_simp_share.json layout); either may be None. THE LEAK: the classifier is
+    supervised with every class, including those a zero-shot split holds out."""
     from benchmark.data.features import load_features
 
     classes = dataset.annotations.classes
@@ -205,6 +273,10 @@ def external_video_scores(dataset, path: str | Path, seed: int = 0, epochs: int 
     labels = np.array([index[dominant_class(v)] for v in train])
     model = train_video_classifier(x_train, labels, len(classes), epochs=epochs, seed=seed)
     x_test = load_features(dataset.features, [v.id for v in test], dataset.T, dataset.cache_dir)
-    top, prob = classify_videos(model, x_test)
-    scores = {f"v_{v.id}": {"class": classes[k], "score": float(p)} for v, k, p in zip(test, top, prob)}
-    return write_external_scores(path, scores)
+    if path is not None:
+        top, prob = classify_videos(model, x_test)
+        write_external_scores(path, {f"v_{v.id}": {"class": classes[k], "score": float(p)} for v, k, p in zip(test, top, prob)})
+    if class_path is not None:
+        probs = video_probs(model, x_test).tolist()
+        write_external_scores(class_path, {"class": list(classes), "results": {f"v_{v.id}": [round(p, 6) for p in row]
+                                                                            for v, row in zip(test, probs)}})

@@ -113,3 +113,41 @@ def test_reading_npy_scores_needs_the_classes_and_videos(thumos):
         read_external_scores(npy)
     ids = [v.id for v in test[:3]]
     assert read_external_scores(npy, annotations.classes, ids) == untrimmednet_scores(npy, annotations.classes, ids)
+
+
+def table_of(rows) -> "SegmentTable":
+    from benchmark.evaluation.segments import SegmentTable
+
+    return SegmentTable.from_rows(rows, with_score=True)
+
+
+def test_top_class_filter_keeps_the_classes_above_the_prior_and_at_least_the_best():
+    """Ti-FAD's rule by hand: v1 scores A 0.5, B 0.2, C 0.1 -> A and B kept (> 0.15); v2 scores all below the
+    prior -> only its best class (C); v3 is not in the file -> untouched. Labels and scores never change."""
+    from methods.label_fusion import filter_top_classes
+
+    pred = table_of([("v1", 0, 1, "A", 0.9), ("v1", 1, 2, "B", 0.8), ("v1", 2, 3, "C", 0.7),
+                     ("v2", 0, 1, "A", 0.9), ("v2", 1, 2, "C", 0.3), ("v3", 0, 1, "B", 0.2)])
+    scores = {"v1": {"A": 0.5, "B": 0.2, "C": 0.1}, "v2": {"A": 0.05, "B": 0.04, "C": 0.1}}
+    kept = filter_top_classes(pred, scores)
+    assert list(zip(kept.video, kept.label, kept.score)) == [("v1", "A", 0.9), ("v1", "B", 0.8), ("v2", "C", 0.3),
+                                                             ("v3", "B", 0.2)]
+    assert len(filter_top_classes(pred, scores, prior=0.3)) == 3  # v1: A only
+
+
+def test_class_scores_file_is_read_by_name_and_bad_files_are_one_line(tmp_path, thumos):
+    from methods.label_fusion import read_class_scores
+
+    path = tmp_path / "cuhk.json"
+    path.write_text('{"class": ["B", "A", "C"], "results": {"v_x": [0.1, 0.7, 0.2], "y": [0.3, 0.3, 0.4]}}')
+    assert read_class_scores(path, ["A", "C"], ["x", "y", "z"]) == {"x": {"A": 0.7, "C": 0.2}, "y": {"A": 0.3, "C": 0.4}}
+    with pytest.raises(InputError, match="cuhk.json: 1 classes have no score column, e.g. 'D'"):
+        read_class_scores(path, ["A", "D"], ["x"])
+    path.write_text('{"class": ["B", "A", "C"], "results": {"v_x": [0.1, 0.7]}}')
+    with pytest.raises(InputError, match="cuhk.json: video x: expected 3 scores"):
+        read_class_scores(path, ["A"], ["x"])
+    # UntrimmedNet's .npy: the same probabilities its top-1 reader takes the best of
+    annotations, test, npy = thumos
+    ids = [v.id for v in test[:5]]
+    full, top = read_class_scores(npy, annotations.classes, ids), untrimmednet_scores(npy, annotations.classes, ids)
+    assert all(max(full[v], key=full[v].get) == top[v]["class"] and max(full[v].values()) == top[v]["score"] for v in ids)

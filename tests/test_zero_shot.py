@@ -126,3 +126,12 @@ def test_leaky_published_thumos_splits_are_exactly_the_known_ones(shared_data):
     leaky = {ratio: [s.index for s in import_split_lists(shared_data / "splits", "THUMOS14", annotations.classes, ratio)
                      if double_label_leaks(s, pairs)] for ratio in (0.75, 0.5)}
     assert leaky == {0.75: [2, 5, 6, 7], 0.5: [2, 4, 5, 6, 7, 9]}  # as SOURCES.md lists them
+
+
+def test_test_subsets_all_adds_training_videos_with_an_unseen_instance(toy):
+    """T3AL's released loader: every annotated video with an unseen instance, the training subset's too."""
+    _, test = zero_shot_views(toy, SPLIT, test_subsets="all")
+    assert sorted(v.id for v in test.videos) == ["ac", "c", "test_ac", "test_c"]
+    assert len(test.gt) == 4 and set(test.gt.label) == {"C"}
+    with pytest.raises(InputError, match="test_subsets must be one of test, all"):
+        zero_shot_views(toy, SPLIT, test_subsets="train")

@@ -6,6 +6,8 @@ The clean protocol (DESIGN.md §1) is the default; every published shortcut is a
 - test videos = those with >= 1 unseen instance, ground truth = unseen instances only
   (``score_all_test_videos=True`` scores every test video instead: more false-positive chances);
 - ``last_annotation_only=True`` mimics STALE's released loader, which keeps one annotation a video;
+- ``test_subsets="all"`` mimics T3AL's released loader: the test videos are every annotated video with an unseen
+  instance, those of the training subset included (the clean ``"test"``: the test subset only);
 - double labels (DESIGN.md §1, pitfall 5): THUMOS14 annotates every CliffDiving instance as Diving
   too, so a split with one seen and the other unseen trains on instances of an unseen class. Such
   pairs are found in the annotations (:func:`double_label_pairs`), every view of a split that separates
@@ -30,6 +32,7 @@ from benchmark.errors import InputError
 from benchmark.evaluation.segments import SegmentTable
 
 DOUBLE_LABEL_CHOICES = ("keep", "remove_twins")
+TEST_SUBSETS = ("test", "all")
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,18 @@ def training_videos(dataset: Dataset, classes, unseen_in_training: str = "remove
     return [v for v in videos if v.instances]
 
 
-def scored_videos(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False) -> list[Video]:
-    """The scored test videos of ``classes``, each with only the instances of ``classes``."""
+def scored_videos(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False,
+                  subsets: str = "test") -> list[Video]:
+    """The scored test videos of ``classes``, each with only the instances of ``classes``; ``subsets="all"``
+    takes them from every subset of the annotations, the training subset included (see the module docstring)."""
     keep = set(classes)
-    videos = _with_duration(dataset.annotations.subset(dataset.test_subset), f"{dataset.name} test")
+    if subsets == "all":
+        videos = [v for v in dataset.annotations.videos.values() if v.instances]
+    elif subsets == "test":
+        videos = dataset.annotations.subset(dataset.test_subset)
+    else:
+        raise InputError(f"test_subsets must be one of {', '.join(TEST_SUBSETS)}, got {subsets!r}")
+    videos = _with_duration(videos, f"{dataset.name} test")
     if last_only:
         videos = [last_annotation_only(v) for v in videos]
     if not score_all_test_videos:  # the videos with an instance of the classes (before copying any)
@@ -161,9 +172,9 @@ def train_view(dataset: Dataset, classes, unseen_in_training: str = "remove", la
 
 
 def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, last_only: bool = False,
-              notes=()) -> TestView:
+              notes=(), subsets: str = "test") -> TestView:
     classes = tuple(sorted(classes))
-    videos = scored_videos(dataset, classes, score_all_test_videos, last_only)
+    videos = scored_videos(dataset, classes, score_all_test_videos, last_only, subsets)
     gt = SegmentTable.from_rows(((v.id, i.start, i.end, i.label) for v in videos for i in v.instances), with_score=False)
     features = None if dataset.features is None else dataset.load([v.id for v in videos])
     return TestView(videos, features, classes, gt, dataset.T, tuple(notes))
@@ -171,20 +182,20 @@ def test_view(dataset: Dataset, classes, score_all_test_videos: bool = False, la
 
 def zero_shot_views(dataset: Dataset, split: ClassSplit, unseen_in_training: str = "remove",
                     last_only: bool = False, score_all_test_videos: bool = False,
-                    double_labels: str = "keep") -> tuple[TrainView, TestView]:
+                    double_labels: str = "keep", test_subsets: str = "test") -> tuple[TrainView, TestView]:
     """Training on the split's seen classes, testing on its unseen classes (:func:`zero_shot_test_view`)."""
-    test = zero_shot_test_view(dataset, split, score_all_test_videos, last_only)
+    test = zero_shot_test_view(dataset, split, score_all_test_videos, last_only, test_subsets)
     return train_view(dataset, split.seen, unseen_in_training, last_only, double_labels), test
 
 
 def zero_shot_test_view(dataset: Dataset, split: ClassSplit, score_all_test_videos: bool = False,
-                        last_only: bool = False) -> TestView:
+                        last_only: bool = False, subsets: str = "test") -> TestView:
     """The split's test view: its unseen classes; the notes name the double-label pairs the split
     separates (see the module docstring). A dataset without features gives a view without them."""
     notes = double_label_leaks(split, dataset.double_labels)
     for note in notes:
         warnings.warn(f"{dataset.name} split {split.setting}/{split.index}: {note}", stacklevel=3)
-    return test_view(dataset, split.unseen, score_all_test_videos, last_only, notes)
+    return test_view(dataset, split.unseen, score_all_test_videos, last_only, notes, subsets)
 
 
 def closed_set_views(dataset: Dataset, last_only: bool = False) -> tuple[TrainView, TestView]:

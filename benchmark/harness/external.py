@@ -40,7 +40,7 @@ from joblib import Parallel, delayed
 
 from benchmark.errors import InputError, read_text
 from benchmark.evaluation.predictions import FORMATS, prediction_format, read_prediction_columns, write_predictions
-from benchmark.harness.scoring import (data_facts, external_scores_for, job_notes, job_test_view, open_dataset,
+from benchmark.harness.scoring import (class_scores_for, data_facts, external_scores_for, job_notes, job_test_view, open_dataset,
                                        score_detections, split_facts)
 from benchmark.harness.store import Store, build_record, collect_provenance, now, read_predictions
 from benchmark.harness.suite import (EXTERNAL, Suite, cells, code_version, data_identity, external_spec, job_key, job_label,
@@ -144,7 +144,8 @@ def file_facts(path: Path) -> dict:
             "format": prediction_format(path)}
 
 
-def score_file(path: Path, annotations, test, protocol: dict, external: dict | None, diagnostics: bool) -> dict:
+def score_file(path: Path, annotations, test, protocol: dict, external: dict | None, diagnostics: bool,
+               class_scores: dict | None = None) -> dict:
     """One file scored on one split's test view (scoring.score_detections), with what was left out
     and the warnings it raised (a worker process cannot print them). ``annotations``: those of the
     scored videos (ids resolve against them; a prediction elsewhere is left out whatever its id)."""
@@ -158,7 +159,7 @@ def score_file(path: Path, annotations, test, protocol: dict, external: dict | N
     # in descending score order (stable: ties keep file order, the order every evaluation step ranks by, so the
     # numbers are those of file order), which makes every later sort by score a pass over sorted data
     kept = kept[np.argsort(-read.score[kept], kind="stable")]
-    scored = score_detections(test, read.table(kept), protocol, external, diagnostics)
+    scored = score_detections(test, read.table(kept), protocol, external, diagnostics, class_scores)
     scored["counts"] = {"predictions": len(read), "outside_scored_videos": int((~in_videos).sum()),
                         "outside_test_classes": int((in_videos & ~in_classes).sum())}
     scored["warnings"] = [str(w.message) for w in caught]
@@ -189,7 +190,8 @@ def score(suite: Suite, name: str, directory: Path, results_dir: Path, partial: 
             split, test = job_test_view(dataset, spec)
             jobs.append((spec, split, test))
             yield delayed(score_file)(path, replace(dataset.annotations, videos={v.id: v for v in test.videos}), test,
-                                      spec["protocol"], external_scores_for(facts, dataset, test), diagnostics)
+                                      spec["protocol"], external_scores_for(facts, dataset, test), diagnostics,
+                                      class_scores=class_scores_for(facts, test))
 
     # every file first, on every core (one file a process): a bad one stops the command before any record
     results = Parallel(n_jobs=min(len(files), len(os.sched_getaffinity(0))))(tasks())

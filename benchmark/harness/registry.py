@@ -57,6 +57,10 @@ class MethodContext:
     job_dir: Path | None = None
     log: Callable[[str], None] = print
     ledger: Ledger = field(default_factory=Ledger)  # shared artifacts charge their cost here
+    # called with the epoch number at the end of every training epoch, by methods whose ``reports_epochs`` is
+    # True (they hand it to methods.modules.convergence.train); the protocol audit's "best epoch on the test
+    # split" row sets it to score the model of each epoch on the test classes. It must only observe.
+    epoch_end: Callable[[int], None] | None = None
 
 
 class Method:
@@ -76,11 +80,15 @@ class Method:
 
     ``trains``: False for a training-free method (``fit`` only reads the class names); the scheduler runs
     such jobs last.
+
+    ``reports_epochs``: True when ``fit`` calls ``context.epoch_end`` at the end of every epoch (the
+    ``best_epoch_on_test`` protocol switch needs it).
     """
 
     name: ClassVar[str] = ""
     PAPER: ClassVar[dict] = {}
     trains: ClassVar[bool] = True
+    reports_epochs: ClassVar[bool] = False
 
     @dataclass(frozen=True)
     class Config:

@@ -10,12 +10,15 @@ Every job records, besides the headline mAP, the analyses its detections and its
 - ``gt_labels``: the method's own segments relabelled with the ground truth (oracle classification);
 - ``noise@L``: ground-truth segments jittered to tIoU L, classified by the method (localisation
   noise curve);
-- ``AR@N`` / ``AUC``: the method's class-agnostic proposals on the test videos.
+- ``AR@N`` / ``AUC``: the method's class-agnostic proposals on the test videos;
+- ``best_epoch_on_test/`` (protocol ``best_epoch_on_test``, methods that report their epochs): the model of
+  every epoch scored on the test split and the best one kept: SELECTED ON TEST (:class:`EpochsOnTest`).
 """
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,14 +28,14 @@ from benchmark.data.box_features import BoxFeatureStore
 from benchmark.data.features import ScannedFeatures, scan_features
 from benchmark.data.zero_shot import Dataset, closed_set_views, scored_videos, training_videos, zero_shot_views
 from benchmark.errors import InputError
-from benchmark.evaluation.detection import evaluate_detection
+from benchmark.evaluation.detection import evaluate_detection, parse_tiou
 from benchmark.evaluation.diagnostics import NOISE_LEVELS, jitter_to_tiou
 from benchmark.evaluation.proposals import evaluate_proposals
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness import stad
 from benchmark.harness.compute import Ledger
 from benchmark.harness.registry import MethodContext, apply_hparams, config_dict, get_method, make_config
-from benchmark.harness.scoring import (CACHE, class_split, data_facts, external_scores_for, job_notes, map_metrics, open_dataset,
+from benchmark.harness.scoring import (CACHE, class_scores_for, class_split, data_facts, external_scores_for, job_notes, map_metrics, open_dataset,
                                        score_detections, split_facts)
 from benchmark.harness.suite import plan
 from benchmark.text.clip import TextEncoderConfig, class_embeddings
@@ -76,6 +79,9 @@ def prepare_data(suite, profile: str, args) -> dict:
             get_method(name).check_features(config, feature_dim, text.shape[1])
         except InputError as e:
             problems.setdefault(str(e), None)
+        if spec["protocol"].get("best_epoch_on_test") and not get_method(name).reports_epochs:
+            problems.setdefault(f"{name}: protocol best_epoch_on_test needs a method that reports its epochs "
+                                f"(Method.reports_epochs)", None)
     if problems:
         raise InputError(" | ".join(problems))
     ensure_external_scores(dataset, facts)
@@ -114,17 +120,21 @@ def needed_videos(dataset: Dataset, jobs) -> list[str]:
         last_only = bool(protocol.get("last_annotation_only"))
         videos |= {v.id for v in training_videos(dataset, train, protocol.get("unseen_in_training", "remove"), last_only,
                                                  protocol.get("double_labels", "keep"))}
-        videos |= {v.id for v in scored_videos(dataset, test, bool(protocol.get("score_all_test_videos")), last_only)}
+        videos |= {v.id for v in scored_videos(dataset, test, bool(protocol.get("score_all_test_videos")), last_only,
+                                               protocol.get("test_subsets", "test"))}
     return sorted(videos)
 
 
 def ensure_external_scores(dataset: Dataset, facts: dict) -> None:
-    """The external classifier's scores for the label-fusion shortcut: the real file when given, or
-    (synthetic data) a supervised all-class video classifier trained here — the leak, on purpose."""
-    path = facts.get("external_scores")
-    if path and Path(path).exists() or facts["source"] != "synthetic":
+    """The external classifier's scores for the label-fusion shortcuts (its top-1 for the relabelling, every
+    class's for the top-class filter): the real files when given, or (synthetic data) a supervised all-class
+    video classifier trained here — the leak, on purpose."""
+    if facts["source"] != "synthetic":
         return
-    external_video_scores(dataset, path)
+    missing = [facts.get(key) if facts.get(key) and not Path(facts[key]).exists() else None
+               for key in ("external_scores", "class_scores")]
+    if any(missing):
+        external_video_scores(dataset, *missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,8 +167,11 @@ def run_job(spec: dict, job_dir: Path) -> dict:
         train, test = closed_set_views(dataset, last_only=last_only)
     else:
         train, test = zero_shot_views(dataset, split, protocol.get("unseen_in_training", "remove"), last_only,
-                                      bool(protocol.get("score_all_test_videos")), protocol.get("double_labels", "keep"))
+                                      bool(protocol.get("score_all_test_videos")), protocol.get("double_labels", "keep"),
+                                      protocol.get("test_subsets", "test"))
     method, config, ledger = build_method(spec, job_dir)
+    probe = EpochsOnTest(method, test, parse_tiou(protocol.get("tiou", "0.5:0.95:10"))) \
+        if protocol.get("best_epoch_on_test") else None
     with ledger.phase("train"):
         method.fit(train)
     with ledger.phase("predict"):
@@ -167,9 +180,11 @@ def run_job(spec: dict, job_dir: Path) -> dict:
 
     start = time.perf_counter()
     scored = score_detections(test, SegmentTable.from_detections(detections), protocol,
-                              external_scores_for(data, dataset, test))
+                              external_scores_for(data, dataset, test), class_scores=class_scores_for(data, test))
     metrics = scored["metrics"] | method_analyses(method, test, scored["tiou"], seed=spec["seed"])
     timings["eval"] = time.perf_counter() - start
+    if probe is not None:
+        metrics |= probe.best()
     return {
         "metrics": metrics,
         "per_class": scored["per_class"],
@@ -181,8 +196,41 @@ def run_job(spec: dict, job_dir: Path) -> dict:
                   "test_videos": len(test.videos), "eval_meta": scored["eval_meta"],
                   "config": config_dict(config),  # the effective config: variant and profile hparams applied
                   "compute": ledger.record(),  # wall/CPU seconds and optimizer steps, shared artifacts charged
-                  "diagnostics": scored["diagnostics"]},
+                  "diagnostics": scored["diagnostics"]} | ({} if probe is None else probe.record()),
     }
+
+
+class EpochsOnTest:
+    """Pitfall 3 as Ti-FAD's released training loop has it: the model of every epoch scored on the test split
+    (the unseen classes), the best epoch reported. Handed to the method as ``context.epoch_end`` (it only observes:
+    training and the job's own, clean metrics are the same with it). ``best()``: the metrics of the epoch with the
+    best average mAP under ``best_epoch_on_test/`` (SELECTED ON TEST, never a clean number) and that epoch's number."""
+
+    PREFIX = "best_epoch_on_test/"
+
+    def __init__(self, method, test, tiou):
+        if not method.reports_epochs:
+            raise InputError(f"{method.name}: protocol best_epoch_on_test needs a method that reports its epochs "
+                             f"(Method.reports_epochs)")
+        self.method, self.test, self.tiou, self.curve, self.seconds = method, test, tiou, [], 0.0
+        method.context = replace(method.context, epoch_end=self)
+
+    def __call__(self, epoch: int) -> None:
+        start = time.perf_counter()
+        detections = SegmentTable.from_detections(self.method.predict(self.test))
+        self.curve.append((epoch, map_metrics(evaluate_detection(self.test.gt, detections, self.tiou), self.PREFIX)))
+        self.seconds += time.perf_counter() - start
+
+    def best(self) -> dict[str, float]:
+        if not self.curve:
+            return {}
+        epoch, metrics = max(self.curve, key=lambda c: c[1][f"{self.PREFIX}mAP_avg"])  # the first of equals
+        return metrics | {f"{self.PREFIX}epoch": float(epoch)}
+
+    def record(self) -> dict:
+        """The job record's extra: every epoch's test mAP and what scoring them cost (inside the training time)."""
+        return {"test_curve": [[e, m[f"{self.PREFIX}mAP_avg"]] for e, m in self.curve],
+                "test_curve_seconds": round(self.seconds, 2)}
 
 
 def method_analyses(method, test, tiou, seed: int) -> dict[str, float]:

@@ -24,7 +24,7 @@ from benchmark.evaluation.detection import evaluate_detection, parse_tiou, tiou_
 from benchmark.evaluation.diagnostics import false_positive_profile, oracle_labels, sensitivity
 from benchmark.evaluation.segments import SegmentTable
 from benchmark.harness.store import NO_DETECTIONS
-from methods.label_fusion import NOT_ZERO_SHOT, fuse_table, read_external_scores
+from methods.label_fusion import NOT_ZERO_SHOT, filter_top_classes, fuse_table, read_class_scores, read_external_scores
 
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = ROOT / ".cache"
@@ -33,9 +33,11 @@ CACHE = ROOT / ".cache"
 # thumos_gt.json calls THUMOS14's Validation videos "train"); real files: the names looked for under --data-root.
 DATASETS = {
     "activitynet": {"name": "ActivityNet", "T": 100, "train": ["training"], "test": ["validation"],
-                    "files": {"annotations": "activity_net.v1-3.min.json", "external_scores": "stale_best_score.json"}},
+                    "files": {"annotations": "activity_net.v1-3.min.json", "external_scores": "stale_best_score.json",
+                              "class_scores": "cuhk_val_simp_share.json"}},
     "thumos14": {"name": "THUMOS14", "T": 256, "train": ["Validation", "train"], "test": ["Test", "test"],
-                 "files": {"annotations": "thumos14.json", "external_scores": "uNet_test.npy"}},
+                 "files": {"annotations": "thumos14.json", "external_scores": "uNet_test.npy",
+                           "class_scores": "uNet_test.npy"}},
 }
 
 
@@ -55,7 +57,8 @@ def data_facts(suite, features: bool = True) -> dict:
         manifest = load_manifest(root)
         facts |= {"source": "synthetic", "name": "synthetic", "annotations": str(root / "annotations.json"),
                   "features": str(root / "features"), "text_encoder": manifest["text_encoder"],
-                  "external_scores": str(root / "external_video_scores.json")}
+                  "external_scores": str(root / "external_video_scores.json"),
+                  "class_scores": str(root / "external_class_scores.json")}
     else:
         facts |= _real_paths(data["real"], DATASETS[suite.dataset]["files"], features) | {"source": "real"}
     facts["feature_cache"] = str(CACHE / "features")
@@ -74,12 +77,13 @@ def _real_paths(real: dict, files: dict, features_needed: bool = True) -> dict:
         raise InputError("real data: no features (--features, or --data-root with a features/ folder)")
     features = Path(real.get("features") or (root / "features" if root else "."))
     scores = real.get("external_scores") or (root / files["external_scores"] if root else None)
+    class_scores = real.get("class_scores") or (root / files["class_scores"] if root else None)
     named = [("external scores", Path(real["external_scores"]))] if real.get("external_scores") else []
     for what, path in [("annotations", annotations)] + [("features", features)] * features_needed + named:
         if not path.exists():
             raise InputError(f"real data: {what} not found at {path} (see README, 'Running on real data')")
     return {"annotations": str(annotations), "features": str(features),
-            "external_scores": str(scores) if scores else None,
+            "external_scores": str(scores) if scores else None, "class_scores": str(class_scores) if class_scores else None,
             "text_encoder": real.get("text_encoder", {"model": "ViT-B-16", "pretrained": "openai"})}
 
 
@@ -157,7 +161,8 @@ def job_test_view(dataset: Dataset, spec: dict):
     split, last_only = class_split(dataset, spec), bool(protocol.get("last_annotation_only"))
     if split is None:
         return None, test_view(dataset, dataset.annotations.classes, last_only=last_only)
-    return split, zero_shot_test_view(dataset, split, bool(protocol.get("score_all_test_videos")), last_only)
+    return split, zero_shot_test_view(dataset, split, bool(protocol.get("score_all_test_videos")), last_only,
+                                      protocol.get("test_subsets", "test"))
 
 
 
@@ -172,11 +177,13 @@ def split_facts(split, test) -> dict | None:
                                        "leaks": list(test.notes)}  # the double-label pairs the split separates
 
 
-def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | None, diagnostics: bool = True) -> dict:
+def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | None, diagnostics: bool = True,
+                     class_scores: dict | None = None) -> dict:
     """What a job records of its detections ``pred`` on its test view, the same for our methods (run_job)
     and for prediction files (benchmark.harness.external): the mAP per threshold (after the protocol's label
-    fusion, when it is on), the GT-labels oracle, the label-fusion shortcut apart ("fused/", NOT zero-shot)
-    when the classifier's scores exist, per-class AP, the evaluator's counts and DETAD's summaries (the
+    fusion, when it is on), the GT-labels oracle, the label-fusion shortcuts apart when the classifier's scores
+    exist ("fused/": relabelled by its top-1; "top_class_filtered/": kept if among its top classes, given
+    ``class_scores``; both NOT zero-shot), per-class AP, the evaluator's counts and DETAD's summaries (the
     figures' input; ``diagnostics=False`` skips them).
     ``predictions`` is the fused table when the protocol fused labels, else None."""
     notes = [] if len(pred) else [NO_DETECTIONS]
@@ -192,6 +199,9 @@ def score_detections(test, pred: SegmentTable, protocol: dict, external: dict | 
     metrics |= map_metrics(evaluate_detection(test.gt, oracle_labels(pred, test.gt), tiou), "gt_labels/")
     if external is not None and not fused_protocol:
         metrics |= map_metrics(evaluate_detection(test.gt, fuse_table(pred, external), tiou), "fused/")
+    if class_scores is not None and not fused_protocol:
+        metrics |= map_metrics(evaluate_detection(test.gt, filter_top_classes(pred, class_scores), tiou),
+                               "top_class_filtered/")
     return {"metrics": metrics, "per_class": {name: float(ap.mean()) for name, ap in result.per_class.items()},
             "eval_meta": result.meta, "diagnostics": detad_summary(test, pred, tiou) if diagnostics else None, "notes": notes, "tiou": tiou,
             "predictions": pred if fused_protocol else None}
@@ -202,6 +212,15 @@ def external_scores_for(data: dict, dataset: Dataset, test) -> dict | None:
     if not (path and Path(path).exists()):
         return None
     return read_external_scores(path, dataset.annotations.classes, [v.id for v in test.videos])
+
+
+def class_scores_for(data: dict, test) -> dict | None:
+    """The external classifier's score of every test class per test video (:func:`read_class_scores`), if the
+    file exists."""
+    path = data.get("class_scores")
+    if not (path and Path(path).exists()):
+        return None
+    return read_class_scores(path, test.classes, [v.id for v in test.videos])
 
 
 def map_metrics(result, prefix: str = "") -> dict[str, float]:

@@ -365,7 +365,7 @@ def _data(m: dict, check: _Checker) -> dict:
     check.mapping(data.get("synthetic") or {}, "data.synthetic")
     real = check.mapping(data.get("real") or {}, "data.real")
     check.keys(real, ("root", "annotations", "features", "video_info", "feature_format", "feature_fps", "text_encoder",
-                      "external_scores", "person_boxes", "images"), "data.real")
+                      "external_scores", "class_scores", "person_boxes", "images"), "data.real")
     if data["source"] == "real" and not (real.get("root") or real.get("annotations")):
         check.fail("data.real", "real data needs a root (--data-root) or annotations and features (--annotations/--features)")
     return data
@@ -679,7 +679,7 @@ def data_identity(spec: dict) -> str:
     if data["source"] == "synthetic":
         parts.append("synthetic:" + canonical_json({k: v for k, v in data.items() if k != "source"}))
     else:
-        for key in ("annotations", "video_info", "external_scores"):
+        for key in ("annotations", "video_info", "external_scores", "class_scores"):
             if data.get(key):
                 parts.append(f"{key}={_file_digest(str(Path(data[key]).resolve()))}")
         for key in ("root", "features"):

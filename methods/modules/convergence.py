@@ -75,13 +75,16 @@ def holdout_split(n: int, rule: Convergence, seed: int) -> tuple[np.ndarray, np.
 
 
 def train(rule: Convergence, epochs: int, n: int, batch_size: int, step, heldout_loss, model: torch.nn.Module,
-          optimizers, generator: torch.Generator, log=print, decay_epochs: int = 0) -> dict:
+          optimizers, generator: torch.Generator, log=print, decay_epochs: int = 0, on_epoch=None) -> dict:
     """Train by ``rule`` on ``n`` fitted videos; returns the record of the run (see the module docstring).
 
     ``step(idx)`` takes one optimizer step on fitted videos ``idx`` and returns its loss terms (floats);
     ``heldout_loss()`` -> float is called in eval mode without gradients (plateau rule; None when there
     are no held-out videos: then the cap alone stops training);
-    ``optimizers``: one or a list, whose learning rates the rule scales (warm-up, decays).
+    ``optimizers``: one or a list, whose learning rates the rule scales (warm-up, decays);
+    ``on_epoch(epoch)``, when given, is called at the end of every epoch (the last one too) with the model as it is
+    then, in eval mode and without gradients; it only observes (the harness's best-epoch-on-test audit row,
+    ``MethodContext.epoch_end``): training goes on in train mode, with the same generator.
     """
     optimizers = optimizers if isinstance(optimizers, (list, tuple)) else [optimizers]
     base = [g["lr"] for opt in optimizers for g in opt.param_groups]
@@ -143,6 +146,11 @@ def train(rule: Convergence, epochs: int, n: int, batch_size: int, step, heldout
         log(f"epoch {math.ceil(steps / per_epoch)} ({steps}/{cap} steps) "
             + " ".join(f"{k}={v / count:.4f}" for k, v in totals.items())
             + (f" held-out={curve[-1][1]:.4f}" if curve else ""))
+        if on_epoch is not None:
+            model.eval()
+            with torch.no_grad():
+                on_epoch(math.ceil(steps / per_epoch))
+            model.train()
         if stopped == "plateau":
             break
     if state["best_weights"] is not None:
