@@ -58,6 +58,7 @@ from benchmark.evaluation.postprocess import snippets_to_seconds, soft_nms
 from benchmark.harness.registry import ConfigError, Method, register_method
 from methods.modules import convergence
 from methods.modules.convergence import Convergence
+from methods.modules.grouping import label_given_segments
 from methods.modules.losses import sigmoid_focal_loss
 from methods.modules.training import as_tensor, autocast, device_of, minibatches, seed_everything
 
@@ -95,6 +96,7 @@ class Config:
     multiclass_nms: bool = True
     soft_nms_sigma: float = 0.5
     max_detections: int = 100
+    top_k_labels: int = 2  # classify_segments: labels per given segment
     # training: the shared convergence rule (methods/modules/convergence.py); epochs is its cap
     convergence: Convergence = Convergence(warmup_steps=40)
     epochs: int = 30
@@ -106,7 +108,7 @@ class Config:
     def __post_init__(self):
         name = type(self).__module__.rsplit(".", 1)[-1]
         for key in ("dim", "embed_layers", "heads", "stem_layers", "levels", "head_layers", "regression_base",
-                    "pre_nms_topk", "max_detections", "epochs", "batch_size"):
+                    "pre_nms_topk", "max_detections", "top_k_labels", "epochs", "batch_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{name}: {key} must be >= 1, got {getattr(self, key)}")
         problems = [
@@ -418,11 +420,13 @@ class OvActionFormer(Method):
     Config = Config
     PAPER = PAPER
     Net = OvActionFormerNet
+    reports_epochs = True
 
     def __init__(self, config: Config, context):
         super().__init__(config, context)
         self.model: OvActionFormerNet | None = None
         self.points: Points | None = None
+        self._final: tuple | None = None  # (test view, outputs) of the trained model, for the analysis hooks
 
     def _log(self, line: str) -> None:
         self.context.log(f"{self.name}: {line}")
@@ -493,8 +497,10 @@ class OvActionFormer(Method):
                 total += sum(weights[k] * float(v) for k, v in losses.items()) * len(idx) / len(held)
             return total
 
+        self._final = None
         record = convergence.train(cfg.convergence, cfg.epochs, len(fitted), cfg.batch_size, step,
-                                   heldout_loss if len(held) else None, model, optimizer, generator, self._log)
+                                   heldout_loss if len(held) else None, model, optimizer, generator, self._log,
+                                   on_epoch=self.context.epoch_end)
         self.context.ledger.trained(self.name, record)
         self._log(f"trained {record['steps']} steps ({record['epochs']} epochs), stopped: {record['stopped']}")
 
@@ -525,6 +531,40 @@ class OvActionFormer(Method):
         scores, segments = self.outputs(test_view)
         return {video.id: video_detections(self.config, scores[n], segments[n], test_view.classes, test_view.T,
                                            video.duration) for n, video in enumerate(test_view.videos)}
+
+    def final_outputs(self, test_view) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`outputs` of the trained model, computed once per test view for the analysis hooks."""
+        if self._final is None or self._final[0] is not test_view:
+            self._final = (test_view, self.outputs(test_view))
+        return self._final[1]
+
+    def snippet_scores(self, scores: np.ndarray) -> np.ndarray:
+        """[N, P, K] location scores -> [N, T, K]: each snippet takes, per class, the best score of the locations
+        covering it on every level (location i of level l covers snippets [i 2^l, (i + 1) 2^l)), so that a long
+        segment is read from the coarse levels that are trained to detect it."""
+        T, out, offset = self.points.lengths[0], None, 0
+        for level, length in enumerate(self.points.lengths):
+            covering = np.minimum(np.arange(T) >> level, length - 1) + offset
+            out = scores[:, covering] if out is None else np.maximum(out, scores[:, covering])
+            offset += length
+        return out
+
+    def classify_segments(self, test_view, segments: dict[str, list[list[float]]]) -> dict[str, list[dict]]:
+        """Given segments (seconds) labelled by the mean over their snippets of :meth:`snippet_scores`: the
+        ``top_k_labels`` best classes, score = that mean (ActionFormer has no such readout; ours)."""
+        scores, _ = self.final_outputs(test_view)
+        return label_given_segments(test_view, self.snippet_scores(scores), segments, self.config.top_k_labels)
+
+    def proposals(self, test_view) -> dict[str, list[dict]]:
+        """Class-agnostic: every location's decoded segment scored by its best class, the inference of
+        :func:`video_detections` over that one score (Soft-NMS, at most ``max_detections``)."""
+        scores, segments = self.final_outputs(test_view)
+        out = {}
+        for n, video in enumerate(test_view.videos):
+            found = video_detections(self.config, scores[n].max(-1, keepdims=True), segments[n], ["action"],
+                                     test_view.T, video.duration)
+            out[video.id] = [{"segment": d["segment"], "score": d["score"]} for d in found]
+        return out
 
 
 def video_detections(cfg: Config, scores: np.ndarray, segments: np.ndarray, names, T: int,

@@ -164,6 +164,49 @@ def test_overfits_a_tiny_seen_class_training_set(text_cfg, cache, method):
     check_detections(detections, test)
     result = evaluate_detection(test.gt, table(detections), [0.5, 0.7])
     assert result.map.min() > 0.9, result.map
+    # the analysis hooks on the same model: its classifier on the ground-truth segments, its proposals
+    given = {v.id: [[i.start, i.end] for i in v.instances] for v in test.videos}
+    classified = model.classify_segments(test, given)
+    assert [d["segment"] for d in classified["tr0"]] == [given["tr0"][0]] * 2 + [given["tr0"][1]] * 2  # top 2 labels
+    assert evaluate_detection(test.gt, table(classified), [0.5]).map[0] > 0.9
+    proposals = model.proposals(test)
+    assert set(proposals) == {v.id for v in test.videos} and all("label" not in p for p in proposals["tr0"])
+    best = [max(tiou(p["segment"], (i.start, i.end)) for p in proposals[v.id]) for v in test.videos for i in v.instances]
+    assert min(best) > 0.7, best
+
+
+def tiou(a, b) -> float:
+    inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
+    return inter / (max(a[1], b[1]) - min(a[0], b[0]))
+
+
+def test_snippet_scores_take_the_best_covering_location_of_every_level():
+    model = get_method("ovactionformer")(make_config("ovactionformer", {"levels": 3}), MethodContext())
+    model.points = Points.make(6, model.config)  # levels of 6, 3, 2 locations
+    scores = np.zeros((1, 11, 1))
+    scores[0, 2, 0], scores[0, 6 + 2, 0], scores[0, 9 + 0, 0] = 0.9, 0.5, 0.2  # snippet 2; level 2 loc. 2; level 3 loc. 0
+    # level 2 location 2 covers snippets 4-5, level 3 location 0 snippets 0-3 (location 1: 4-7, clipped to 4-5)
+    assert model.snippet_scores(scores)[0, :, 0].tolist() == [0.2, 0.2, 0.9, 0.2, 0.5, 0.5]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_epoch_end_observes_every_epoch_without_changing_training(text_cfg, cache, method):
+    """``context.epoch_end`` (the best-epoch-on-test audit) is called once an epoch, in eval mode without
+    gradients, and the trained model is the same bit for bit as without it."""
+    train, test = views(n_train=8)
+    overrides = SMALL | {"convergence": FIXED, "epochs": 3, "batch_size": 4}
+    seen = []
+
+    def probe(epoch):
+        assert not model.model.training and not torch.is_grad_enabled()
+        seen.append((epoch, model.predict(test)))
+
+    context = MethodContext(seed=1, text_encoder=text_cfg, cache_dir=cache, log=lambda line: None, epoch_end=probe)
+    model = get_method(method)(make_config(method, overrides), context)
+    model.fit(train)
+    plain, _ = fit(method, text_cfg, train, overrides, seed=1, cache_dir=cache)
+    assert [e for e, _ in seen] == [1, 2, 3] and seen[0][1] != seen[-1][1]
+    assert seen[-1][1] == model.predict(test) == plain.predict(test)
 
 
 @pytest.mark.parametrize("method", METHODS)
