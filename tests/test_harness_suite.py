@@ -30,12 +30,14 @@ def test_zs_activitynet_profiles_expand_to_the_papers_tables():
     assert [t.name for t in default.tables] == [
         "table1_zero_shot", "table2_closed_set", "table3_error_propagation", "table4_representation_masking",
         "table5_text_encoder", "table6_temporal_model", "table3b_error_decomposition", "proposals_unseen",
-        "protocol_audit"]
+        "tifad_ablations", "protocol_audit_since_stale", "protocol_audit"]
     assert smoke.data == {"source": "synthetic", "synthetic": {"profile": "smoke", "seed": 0}, "real": {"feature_format": "clip_vitb16"}}
     assert smoke.table("table1_zero_shot").indices == (0,) and default.table("table1_zero_shot").indices == tuple(range(10))
     # the ablations run the first 5 of the profile's splits ({first: 5}): all of smoke's one
     for name in ("table4_representation_masking", "table5_text_encoder", "table6_temporal_model", "protocol_audit"):
         assert (default.table(name).indices, smoke.table(name).indices) == (tuple(range(5)), (0,))
+    for name in ("tifad_ablations", "protocol_audit_since_stale"):  # the slowest method's: the first 3
+        assert (default.table(name).indices, smoke.table(name).indices) == (tuple(range(3)), (0,))
     jobs = plan(default)
     t1 = [j for j in jobs if j.spec["method"] == "stale" and j.spec["variant"] == "default"
           and j.spec["protocol"] == default.protocol]
