@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 import benchmark
 import methods
@@ -225,3 +226,19 @@ def test_a_valid_dry_run_passes_and_runs_nothing(tmp_path, capsys, real_layout):
     code = run_all_py(tmp_path, *layout_flags(root, clip), "--dry-run")
     assert code == 0, capsys.readouterr().err
     assert not (tmp_path / "results").exists() or not list((tmp_path / "results").glob("*/*/record.json"))
+
+
+def test_best_epoch_on_test_for_a_method_that_does_not_report_epochs_stops_the_run(tmp_path, capsys):
+    """The audit switch scores every epoch's model through ``context.epoch_end``: a method whose ``fit`` never calls
+    it (B-II) would give no such row, which a run says before any job, naming the method."""
+    suites = Path(run_all.__file__).parent / "benchmark/suites"
+    suite = yaml.safe_load((suites / "zs_activitynet.yaml").read_text())
+    suite["paper_reference"] = str(suites / suite["paper_reference"])
+    suite["tables"]["protocol_audit"]["rows"].append({"label": "B-II, best epoch on test", "method": "b2_denseclip",
+                                                      "protocol": {"best_epoch_on_test": True}})
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    code = run_all.main(["--suite", str(path), "--profile", "smoke", "--only", "b2_denseclip/*", "--dry-run",
+                         "--results-dir", str(tmp_path / "results"), "--reports-dir", str(tmp_path / "reports")])
+    line = one_error_line(capsys.readouterr().err)
+    assert code == 2 and "b2_denseclip: protocol best_epoch_on_test needs a method that reports its epochs" in line
