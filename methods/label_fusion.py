@@ -258,11 +258,11 @@ def video_probs(model: torch.nn.Linear, features: np.ndarray) -> torch.Tensor:
 
 
 def external_video_scores(dataset, path: str | Path | None, class_path: str | Path | None = None, seed: int = 0,
-                          epochs: int = 100) -> None:
+                          epochs: int = 100) -> Path | None:
     """Train the all-class video classifier on ``dataset``'s training subset and write, for every test-subset
     video, its top-1 class to ``path`` (stale_best_score.json format) and every class's probability to
-    ``class_path`` (cuhk_val_simp_share.json layout); either may be None. THE LEAK: the classifier is
-    supervised with every class, including those a zero-shot split holds out."""
+    ``class_path`` (cuhk_val_simp_share.json layout); either may be None. Returns ``path``. THE LEAK: the
+    classifier is supervised with every class, including those a zero-shot split holds out."""
     from benchmark.data.features import load_features
 
     classes = dataset.annotations.classes
@@ -280,3 +280,4 @@ def external_video_scores(dataset, path: str | Path | None, class_path: str | Pa
         probs = video_probs(model, x_test).tolist()
         write_external_scores(class_path, {"class": list(classes), "results": {f"v_{v.id}": [round(p, 6) for p in row]
                                                                             for v, row in zip(test, probs)}})
+    return None if path is None else Path(path)

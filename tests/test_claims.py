@@ -117,10 +117,10 @@ def test_a_row_run_on_one_seed_is_paired_with_every_seed_of_the_other():
 def test_zs_activitynet_claims_name_rows_of_their_tables():
     suite = load_suite("zs_activitynet", "smoke")
     claims = {c.id: c for c in suite.claims}
-    assert len(claims) == 18 and suite.report["alpha"] == 0.05
+    assert len(claims) == 23 and suite.report["alpha"] == 0.05
     assert {c.table for c in claims.values()} == {"table1_zero_shot", "table3_error_propagation",
                                                   "table4_representation_masking", "table5_text_encoder",
-                                                  "table6_temporal_model"}
+                                                  "table6_temporal_model", "tifad_ablations"}
     t3 = claims["t3_parallel_degrades_less"]
     assert (t3.a, t3.b, t3.direction, t3.setting) == (("STALE GT action masks", "STALE predicted masks"),
                                                       ("B-I GT proposals", "B-I predicted proposals"), "less", "75/25")

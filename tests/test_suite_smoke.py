@@ -95,7 +95,7 @@ def test_thumos_smoke_suite_end_to_end(tmp_path):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "zs_thumos14").glob("*/record.json")]
     assert {r["spec"]["method"] for r in records} == {"stale", "b1_bmn_clip", "b2_denseclip", "effprompt",
-                                                     "clip_training_free"}
+                                                     "clip_training_free", "ovactionformer", "tifad", "t3al"}
     for r in records:
         assert r["status"] == "ok" and {"mAP@0.3", "mAP@0.7", "fused/mAP_avg"} <= set(r["metrics"])
         if r["spec"]["method"] in ("b1_bmn_clip", "effprompt"):
